@@ -1,0 +1,190 @@
+"""The database schema as SQLAlchemy Core tables (no ORM: the hot path builds plain rows).
+
+The alembic migrations create this schema; a test compares the migrated database with it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+# Named constraints let SQLite batch migrations (which recreate tables) refer to them.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite has no timezone type: values are stored as naive UTC text (so they sort and compare
+    as text) and come back aware. A naive datetime is refused: it is always a bug.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime")
+        if dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class RawJson(TypeDecorator[Any]):
+    """A JSON column written from JSON text (a str) already in hand, the event as sent, instead
+    of from Python objects, so the hot path never re-encodes it. Reads return decoded values."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        # No serializer: the drivers take the JSON text as is (asyncpg's jsonb codec and
+        # SQLite's TEXT storage both expect a str).
+        return None
+
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("slug", String, nullable=False, unique=True),
+    Column("plan", String, nullable=False),
+    Column("region", String, nullable=False),
+    Column("custom_events_per_month", BigInteger),
+    Column("custom_retention_days", Integer),
+    Column("stripe_customer_id", String),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("org_id", String, ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("name", String, nullable=False),
+    Column("environment", String, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+app_credentials = Table(
+    "app_credentials",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("app_id", String, ForeignKey("apps.id"), nullable=False, index=True),
+    Column("token_hash", String, nullable=False, unique=True),
+    Column("secret_ciphertext", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+)
+
+# No foreign keys to apps: the hot path's insert stays a single index probe per row, and an
+# app's events are purged by a job, not by a cascade inside one huge transaction.
+events = Table(
+    "events",
+    metadata,
+    Column("org_id", String, nullable=False),
+    Column("app_id", String, nullable=False),
+    Column("event_id", Uuid(as_uuid=False), nullable=False),
+    Column("timestamp", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("schema_version", String, nullable=False),
+    Column("event_type", String, nullable=False),
+    Column("event_category", String),
+    Column("user_id", String, nullable=False),
+    Column("session_id", String),
+    Column("service_name", String, nullable=False),
+    Column("service_version", String, nullable=False),
+    Column("service_language", String),
+    Column("service_language_version", String),
+    Column("os", String),
+    Column("os_version", String),
+    Column("arch", String),
+    Column("ci", Boolean),
+    Column("shell", String),
+    Column("sdk_version", String),
+    Column("command", String),
+    Column("subcommand", String),
+    Column("success", Boolean),
+    Column("duration_ms", BigInteger),
+    Column("exit_code", Integer),
+    Column("feature", String),
+    Column("raw", RawJson, nullable=False),
+    # (app_id, event_id) is the deduplication key: the first write of an event id wins.
+    PrimaryKeyConstraint("app_id", "event_id"),
+)
+Index("ix_events_app_id_timestamp", events.c.app_id, events.c.timestamp.desc())
+Index(
+    "ix_events_app_id_event_type_timestamp",
+    events.c.app_id,
+    events.c.event_type,
+    events.c.timestamp,
+)
+
+usage_monthly = Table(
+    "usage_monthly",
+    metadata,
+    Column("org_id", String, nullable=False),
+    Column("app_id", String, nullable=False),
+    # The app's environment when the events were accepted: a promoted app keeps its staging
+    # count apart from its production count for the rest of the month.
+    Column("environment", String, nullable=False),
+    Column("month", String(7), nullable=False),  # YYYY-MM, UTC
+    Column("events", BigInteger, nullable=False),
+    PrimaryKeyConstraint("app_id", "month", "environment"),
+    Index("ix_usage_monthly_org_id_month", "org_id", "month"),
+)
+
+dnt_daily = Table(
+    "dnt_daily",
+    metadata,
+    Column("app_id", String, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    PrimaryKeyConstraint("app_id", "day"),
+)

@@ -1,0 +1,163 @@
+"""The composition root: the only module that imports adapters and wires them to the ports.
+
+Both the Litestar app and the `tkcloud` CLI build this container. With no Redis configured the
+in-process adapters are used (embedded mode, one process); with no database configured, SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+import redis.asyncio as redis_asyncio
+from dependency_injector import containers, providers
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tkcloud_adapters.crypto import FernetSecretBox, generate_key
+from tkcloud_adapters.health import InProcessHealthProbe, RedisHealthProbe, SqlHealthProbe
+from tkcloud_adapters.memory.limits import (
+    InProcessNonceStore,
+    InProcessQuotaCounter,
+    InProcessRateLimiter,
+)
+from tkcloud_adapters.redis.client import create_redis
+from tkcloud_adapters.redis.nonces import RedisNonceStore
+from tkcloud_adapters.redis.quota import RedisQuotaCounter
+from tkcloud_adapters.redis.rate_limiter import RedisRateLimiter
+from tkcloud_adapters.sql.engine import create_engine
+from tkcloud_adapters.sql.event_store import SqlEventStore
+from tkcloud_adapters.sql.ingest_directory import SqlIngestDirectory
+from tkcloud_adapters.sql.migrate import upgrade
+from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
+from tkcloud_adapters.system import RandomIdGenerator, SystemClock
+from tkcloud_api.settings import Settings, SettingsError
+from tkcloud_application.ingestion.app_cache import CachedIngestDirectory
+from tkcloud_application.ingestion.ingest_batch import IngestBatch
+from tkcloud_application.tenancy.operations import TenancyOperations
+
+
+async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _redis(url: str) -> AsyncIterator[redis_asyncio.Redis | None]:
+    if not url:
+        yield None
+        return
+    client = create_redis(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """The configured key; in embedded mode a key kept in the data folder (created once)."""
+    if settings.secret_key:
+        return settings.secret_key
+    if not settings.embedded_database:
+        raise SettingsError(
+            "TKCLOUD_SECRET_KEY: required with Postgres, so every server decrypts signing "
+            "secrets alike (make one with `tkcloud keygen`)"
+        )
+    path = Path(settings.data_dir) / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate_key())
+    return path.read_text().strip()
+
+
+def _cache_backend(settings: Settings) -> str:
+    return "redis" if settings.redis_url else "memory"
+
+
+class Container(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=Settings)
+    cache_backend = providers.Callable(_cache_backend, settings)
+
+    clock = providers.Singleton(SystemClock)
+    ids = providers.Singleton(RandomIdGenerator)
+    secret_box = providers.Singleton(
+        FernetSecretBox, key=providers.Callable(resolve_secret_key, settings)
+    )
+
+    # Synchronous (alembic); call it before the event loop starts or from a thread.
+    migrate = providers.Callable(upgrade, settings.provided.resolved_database_url)
+    generate_key = providers.Object(generate_key)
+
+    engine = providers.Resource(_engine, url=settings.provided.resolved_database_url)
+    redis = providers.Resource(_redis, url=settings.provided.redis_url)
+    redis_prefix = settings.provided.redis_prefix
+
+    nonces = providers.Selector(
+        cache_backend,
+        redis=providers.Singleton(RedisNonceStore, redis, redis_prefix),
+        memory=providers.Singleton(InProcessNonceStore, clock),
+    )
+    rate_limiter = providers.Selector(
+        cache_backend,
+        redis=providers.Singleton(RedisRateLimiter, redis, redis_prefix),
+        memory=providers.Singleton(InProcessRateLimiter),
+    )
+    quota = providers.Selector(
+        cache_backend,
+        redis=providers.Singleton(RedisQuotaCounter, redis, redis_prefix),
+        memory=providers.Singleton(InProcessQuotaCounter),
+    )
+
+    event_store = providers.Singleton(SqlEventStore, engine)
+    ingest_directory = providers.Singleton(
+        CachedIngestDirectory,
+        inner=providers.Singleton(SqlIngestDirectory, engine, secret_box, clock),
+        clock=clock,
+        ttl_seconds=settings.provided.app_cache_seconds,
+    )
+    # A plain factory of units of work (a provider would hand out awaitables: the engine is an
+    # async resource).
+    tenancy_uow = providers.Callable(partial, SqlTenancyUnitOfWork, engine)
+
+    health_probes = providers.List(
+        providers.Singleton(SqlHealthProbe, engine),
+        providers.Selector(
+            cache_backend,
+            redis=providers.Singleton(RedisHealthProbe, redis),
+            memory=providers.Singleton(InProcessHealthProbe),
+        ),
+    )
+
+    ingest_batch = providers.Singleton(
+        IngestBatch,
+        directory=ingest_directory,
+        nonces=nonces,
+        rate_limiter=rate_limiter,
+        quota=quota,
+        events=event_store,
+        clock=clock,
+    )
+    tenancy = providers.Factory(
+        TenancyOperations,
+        uow=tenancy_uow,
+        usage=event_store,
+        ids=ids,
+        secret_box=secret_box,
+        clock=clock,
+        region=settings.provided.region,
+        rotation_grace=providers.Callable(
+            lambda hours: timedelta(hours=hours), settings.provided.rotation_grace_hours
+        ),
+        on_change=ingest_directory.provided.invalidate,
+    )
+
+
+def build_container(settings: Settings) -> Container:
+    container = Container(settings=settings)
+    return container

@@ -1,0 +1,1 @@
+"""Ingestion: the signed-batch endpoint's use case (PROTOCOL.md)."""

@@ -1,0 +1,277 @@
+"""The ingestion use case: every check of PROTOCOL.md's table, in its order.
+
+The edge hands over the path ids, the headers as strings and a bounded body source; this module
+decides everything else and returns a value the edge maps to the SDK's response shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from tkcloud_application.ports.ingestion import (
+    EventStore,
+    IngestDirectory,
+    NonceStore,
+    QuotaCounter,
+    RateLimiter,
+)
+from tkcloud_application.ports.system import Clock
+from tkcloud_domain.errors import (
+    AllEventsRejected,
+    DomainError,
+    ExpiredTimestamp,
+    InvalidRequest,
+    InvalidSignature,
+    InvalidToken,
+    QuotaExceeded,
+    RateLimited,
+    ReplayAttack,
+    ServiceUnavailable,
+)
+from tkcloud_domain.events import (
+    MAX_BODY_BYTES,
+    EnvelopeError,
+    EventRejection,
+    EventSchema,
+    decode_envelope,
+    parse_event,
+)
+from tkcloud_domain.limits import RateLimitState
+from tkcloud_domain.months import month_key, seconds_until_next_month, start_of_next_month
+from tkcloud_domain.tenancy import IngestApp
+
+TIMESTAMP_WINDOW_SECONDS = 600
+# Twice the window: a request dated +600 s cannot be replayed once its nonce has expired.
+NONCE_TTL_SECONDS = 2 * TIMESTAMP_WINDOW_SECONDS
+RATE_WINDOW_SECONDS = 60
+
+_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}\Z")
+_TIMESTAMP = re.compile(r"-?\d{1,15}\Z")
+_NONCE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+
+
+class BodySource(Protocol):
+    async def read(self, limit: int) -> tuple[bytes, bytes]:
+        """(bytes as sent, bytes after content decoding), raising PayloadTooLarge past `limit`
+        for either, without reading the rest."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IngestHeaders:
+    signature: str | None = None
+    timestamp: str | None = None
+    nonce: str | None = None
+    batch_size: str | None = None
+    authorization: str | None = None
+    dnt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    org_id: str
+    app_id: str
+    headers: IngestHeaders
+    body: BodySource
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int  # stored now + duplicates of already stored events
+    duplicates: int
+    rejections: Sequence[EventRejection] = field(default_factory=tuple)
+    rate_limit: RateLimitState | None = None
+    dnt: bool = False  # a DNT request: nothing stored, 204
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejections)
+
+
+class IngestBatch:
+    def __init__(
+        self,
+        *,
+        directory: IngestDirectory,
+        nonces: NonceStore,
+        rate_limiter: RateLimiter,
+        quota: QuotaCounter,
+        events: EventStore,
+        clock: Clock,
+    ) -> None:
+        self._directory = directory
+        self._nonces = nonces
+        self._rate_limiter = rate_limiter
+        self._quota = quota
+        self._events = events
+        self._clock = clock
+
+    async def __call__(self, request: IngestRequest) -> IngestResult:
+        headers = request.headers
+        now = self._clock.now()
+
+        # 1. the app exists, is active, belongs to the org; a Bearer token, if sent, is live.
+        app = await self._directory.find_ingest_app(request.org_id, request.app_id)
+        if app is None or not app.active:
+            raise InvalidToken()
+        if headers.authorization is not None:
+            scheme, _, token = headers.authorization.partition(" ")
+            if scheme.lower() != "bearer" or not app.accepts_token(token.strip(), now):
+                raise InvalidToken()
+
+        # 2. body <= 5 MiB, as sent and decoded (the source stops reading past it).
+        sent, body = await request.body.read(MAX_BODY_BYTES)
+
+        # 3-5. the signature headers, the timestamp window, the signature itself.
+        self._verify_signature(app, headers, sent, now)
+
+        # 6. the nonce, recorded atomically only once the signature has verified.
+        assert headers.nonce is not None
+        if not await self._nonces.claim(app.app_id, headers.nonce.lower(), NONCE_TTL_SECONDS):
+            raise ReplayAttack()
+
+        if headers.dnt:
+            await self._events.count_dnt(app, now.date())
+            return IngestResult(accepted=0, duplicates=0, dnt=True)
+
+        # 7. the plan's request rate.
+        rate_limit = await self._check_rate(app, now)
+        try:
+            return await self._admit_and_store(app, headers, body, now, rate_limit)
+        except DomainError as exc:
+            exc.rate_limit = rate_limit
+            raise
+
+    def _verify_signature(
+        self, app: IngestApp, headers: IngestHeaders, sent: bytes, now: datetime
+    ) -> None:
+        signature, timestamp, nonce = headers.signature, headers.timestamp, headers.nonce
+        if (
+            signature is None
+            or timestamp is None
+            or nonce is None
+            or _SIGNATURE.match(signature) is None
+            or _TIMESTAMP.match(timestamp) is None
+            or _NONCE.match(nonce) is None
+        ):
+            raise InvalidSignature("Missing or malformed x-signature, x-timestamp or x-nonce")
+        if abs(now.timestamp() - int(timestamp)) > TIMESTAMP_WINDOW_SECONDS:
+            raise ExpiredTimestamp()
+        message = f"{timestamp}:{nonce}:".encode() + sent
+        provided = signature.lower()
+        verified = False
+        for secret in app.live_secrets(now):
+            expected = hmac.new(secret.secret.encode(), message, hashlib.sha256).hexdigest()
+            verified |= hmac.compare_digest(expected, provided)
+        if not verified:
+            raise InvalidSignature()
+
+    async def _check_rate(self, app: IngestApp, now: datetime) -> RateLimitState | None:
+        limit = app.requests_per_minute
+        if limit is None:
+            return None
+        decision = await self._rate_limiter.hit(
+            f"org:{app.org_id}", limit, RATE_WINDOW_SECONDS, now
+        )
+        if not decision.allowed:
+            error = RateLimited(retry_after=decision.state.reset_seconds)
+            error.rate_limit = decision.state
+            raise error
+        return decision.state
+
+    async def _admit_and_store(
+        self,
+        app: IngestApp,
+        headers: IngestHeaders,
+        body: bytes,
+        now: datetime,
+        rate_limit: RateLimitState | None,
+    ) -> IngestResult:
+        # 9 is decided before 8 so the quota can reserve the batch's size, but reported after it.
+        entries, envelope_error = _decode(body, headers.batch_size)
+        reserved = len(entries)
+        month = month_key(now)
+
+        # 8. the monthly quota: a batch is admitted whole while the count before it is under it.
+        limit = app.events_per_month
+        if limit is not None:
+            scope = app.quota_scope
+            decision = await self._quota.reserve(
+                scope,
+                month,
+                reserved,
+                limit,
+                load_seed=lambda: self._events.events_this_month(scope, month),
+                ttl_seconds=int((start_of_next_month(now) - now).total_seconds()) + 86_400,
+            )
+            if not decision.admitted:
+                raise QuotaExceeded(retry_after=seconds_until_next_month(now))
+
+        stored = 0
+        try:
+            if envelope_error is not None:
+                raise InvalidRequest(envelope_error)
+            # 10. each event on its own; duplicates inside the batch: the first one wins.
+            oldest = None if app.retention_days is None else now - timedelta(days=app.retention_days)
+            valid: list[EventSchema] = []
+            rejections: list[EventRejection] = []
+            seen: set[str] = set()
+            in_batch_duplicates = 0
+            for index, raw in enumerate(entries):
+                parsed = parse_event(raw, index, now=now, oldest=oldest)
+                if isinstance(parsed, EventRejection):
+                    rejections.append(parsed)
+                elif parsed.event_id in seen:
+                    in_batch_duplicates += 1
+                else:
+                    seen.add(parsed.event_id)
+                    valid.append(parsed)
+            if not valid and in_batch_duplicates == 0:
+                raise AllEventsRejected(
+                    details={"errors": [_rejection_body(r) for r in rejections]}
+                )
+            if valid:
+                stored = await self._events.store(app, valid, now)
+            duplicates = len(valid) - stored + in_batch_duplicates
+            return IngestResult(
+                accepted=stored + duplicates,
+                duplicates=duplicates,
+                rejections=rejections,
+                rate_limit=rate_limit,
+            )
+        finally:
+            if limit is not None and reserved > stored:
+                await self._give_back(app, month, reserved - stored)
+
+    async def _give_back(self, app: IngestApp, month: str, amount: int) -> None:
+        try:
+            await self._quota.release(app.quota_scope, month, amount)
+        except ServiceUnavailable:
+            # The counter then over-counts until it is rebuilt from the event store; refusing
+            # the client's request for it would be worse.
+            pass
+
+
+def _decode(body: bytes, batch_size: str | None) -> tuple[list[bytes], str | None]:
+    try:
+        entries = decode_envelope(body)
+    except EnvelopeError as exc:
+        return [], str(exc)
+    if batch_size is not None and batch_size.strip() != str(len(entries)):
+        return [], f"x-batch-size is {batch_size.strip()!r} but the body has {len(entries)} events"
+    return [bytes(e) for e in entries], None
+
+
+def _rejection_body(rejection: EventRejection) -> dict[str, object]:
+    return {
+        "event_id": rejection.event_id,
+        "index": rejection.index,
+        "error": rejection.error,
+        "message": rejection.message,
+    }

@@ -1,0 +1,1 @@
+"""Tenancy use cases: orgs, apps and their credentials."""
