@@ -86,7 +86,9 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
         await client.ping()
     except (OSError, redis_asyncio.RedisError) as exc:
         await client.aclose()
-        raise RuntimeError(f"Redis is unreachable at {redis_url} ({exc}); start it (see README)") from exc
+        raise RuntimeError(
+            f"Redis is unreachable at {redis_url} ({exc}); start it (see README)"
+        ) from exc
     try:
         yield prefix
     finally:

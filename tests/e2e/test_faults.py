@@ -26,7 +26,13 @@ async def proxied(
     redis_proxy = CuttableProxy(rd.hostname or "127.0.0.1", rd.port or 6379)
     await pg_proxy.start()
     await redis_proxy.start()
-    base = settings_for("postgres", tmp_path=tmp_path, postgres_url=postgres_url, redis_url=redis_url, prefix=redis_prefix)
+    base = settings_for(
+        "postgres",
+        tmp_path=tmp_path,
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        prefix=redis_prefix,
+    )
     settings = Settings(
         **{
             **{f: getattr(base, f) for f in base.__struct_fields__},
@@ -82,7 +88,13 @@ async def test_postgres_going_away_after_the_app_was_cached_still_never_acks(
     pg = urlsplit(postgres_url)
     proxy = CuttableProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
     await proxy.start()
-    base = settings_for("postgres", tmp_path=tmp_path, postgres_url=postgres_url, redis_url=redis_url, prefix=redis_prefix)
+    base = settings_for(
+        "postgres",
+        tmp_path=tmp_path,
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        prefix=redis_prefix,
+    )
     settings = Settings(
         **{
             **{f: getattr(base, f) for f in base.__struct_fields__},

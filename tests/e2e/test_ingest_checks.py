@@ -24,7 +24,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
     assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
     return body
 
 
@@ -48,7 +49,9 @@ async def pro_app(stack: Stack, **kwargs: Any) -> tuple[str, str, str, str]:
 async def test_1_unknown_app_is_refused(stack: Stack) -> None:
     org_id, _, secret, _ = await pro_app(stack)
     body = batch_body([sdk_event(stack.clock.now())])
-    response = await stack.send(signed_request(org_id, str(uuid.uuid4()), secret, body, now=stack.clock.now()))
+    response = await stack.send(
+        signed_request(org_id, str(uuid.uuid4()), secret, body, now=stack.clock.now())
+    )
     assert_error(response, 403, "ERR_INVALID_TOKEN")
 
 
@@ -56,7 +59,9 @@ async def test_1_app_of_another_org_is_refused(stack: Stack) -> None:
     _, app_id, secret, _ = await pro_app(stack)
     other_org, _, _, _ = await pro_app(stack)
     body = batch_body([sdk_event(stack.clock.now())])
-    response = await stack.send(signed_request(other_org, app_id, secret, body, now=stack.clock.now()))
+    response = await stack.send(
+        signed_request(other_org, app_id, secret, body, now=stack.clock.now())
+    )
     assert_error(response, 403, "ERR_INVALID_TOKEN")
 
 
@@ -65,12 +70,20 @@ async def test_1_bearer_token_must_be_a_live_token_of_the_app(stack: Stack) -> N
     _, _, _, other_token = await pro_app(stack)
     now = stack.clock.now()
     wrong = signed_request(
-        org_id, app_id, secret, batch_body([sdk_event(now)]), now=now,
+        org_id,
+        app_id,
+        secret,
+        batch_body([sdk_event(now)]),
+        now=now,
         extra_headers={"authorization": f"Bearer {other_token}"},
     )
     assert_error(await stack.send(wrong), 403, "ERR_INVALID_TOKEN")
     right = signed_request(
-        org_id, app_id, secret, batch_body([sdk_event(now)]), now=now,
+        org_id,
+        app_id,
+        secret,
+        batch_body([sdk_event(now)]),
+        now=now,
         extra_headers={"authorization": f"Bearer {token}"},
     )
     assert (await stack.send(right)).status_code == 200
@@ -111,7 +124,12 @@ async def test_2_gzip_bomb_is_refused(stack: Stack) -> None:
     body = gzip.compress(b'{"events":[' + b" " * (FIVE_MIB + 10) + b"]}")
     assert len(body) < 100_000
     request = signed_request(
-        org_id, app_id, secret, body, now=stack.clock.now(), extra_headers={"content-encoding": "gzip"}
+        org_id,
+        app_id,
+        secret,
+        body,
+        now=stack.clock.now(),
+        extra_headers={"content-encoding": "gzip"},
     )
     assert_error(await stack.send(request), 413, "ERR_PAYLOAD_TOO_LARGE")
 
@@ -120,7 +138,12 @@ async def test_2_gzip_is_accepted_and_the_signature_covers_the_bytes_as_sent(sta
     org_id, app_id, secret, _ = await pro_app(stack)
     body = gzip.compress(batch_body([sdk_event(stack.clock.now())]))
     request = signed_request(
-        org_id, app_id, secret, body, now=stack.clock.now(), extra_headers={"content-encoding": "gzip"}
+        org_id,
+        app_id,
+        secret,
+        body,
+        now=stack.clock.now(),
+        extra_headers={"content-encoding": "gzip"},
     )
     response = await stack.send(request)
     assert response.status_code == 200, response.text
@@ -130,7 +153,9 @@ async def test_2_gzip_is_accepted_and_the_signature_covers_the_bytes_as_sent(sta
 async def test_1_comes_before_2(stack: Stack) -> None:
     org_id, _, secret, _ = await pro_app(stack)
     body = b"x" * (FIVE_MIB + 1)
-    response = await stack.send(signed_request(org_id, str(uuid.uuid4()), secret, body, now=stack.clock.now()))
+    response = await stack.send(
+        signed_request(org_id, str(uuid.uuid4()), secret, body, now=stack.clock.now())
+    )
     assert_error(response, 403, "ERR_INVALID_TOKEN")
 
 
@@ -154,7 +179,9 @@ async def test_3_missing_or_malformed_signature_headers(
     stack: Stack, header: str, value: str | None
 ) -> None:
     org_id, app_id, secret, _ = await pro_app(stack)
-    request = signed_request(org_id, app_id, secret, batch_body([sdk_event(stack.clock.now())]), now=stack.clock.now())
+    request = signed_request(
+        org_id, app_id, secret, batch_body([sdk_event(stack.clock.now())]), now=stack.clock.now()
+    )
     if value is None:
         del request.headers[header]
     else:
@@ -194,7 +221,9 @@ async def test_5_wrong_secret_or_tampered_body_is_refused(stack: Stack) -> None:
 
 async def test_5_uppercase_hex_signature_verifies(stack: Stack) -> None:
     org_id, app_id, secret, _ = await pro_app(stack)
-    request = signed_request(org_id, app_id, secret, batch_body([sdk_event(stack.clock.now())]), now=stack.clock.now())
+    request = signed_request(
+        org_id, app_id, secret, batch_body([sdk_event(stack.clock.now())]), now=stack.clock.now()
+    )
     request.headers["x-signature"] = request.headers["x-signature"].upper()
     assert (await stack.send(request)).status_code == 200
 
@@ -204,7 +233,9 @@ async def test_5_rotation_keeps_the_old_secret_valid_for_the_grace_period(stack:
     issued = await stack.tenancy.rotate_credentials(app_id)
     for secret in (old_secret, issued.secret):
         body = batch_body([sdk_event(stack.clock.now())])
-        response = await stack.send(signed_request(org_id, app_id, secret, body, now=stack.clock.now()))
+        response = await stack.send(
+            signed_request(org_id, app_id, secret, body, now=stack.clock.now())
+        )
         assert response.status_code == 200, response.text
     stack.clock.advance(24 * 3600 + 1)
     body = batch_body([sdk_event(stack.clock.now())])
@@ -219,7 +250,9 @@ async def test_5_rotation_keeps_the_old_secret_valid_for_the_grace_period(stack:
 
 async def test_6_replayed_nonce_is_refused(stack: Stack) -> None:
     org_id, app_id, secret, _ = await pro_app(stack)
-    request = signed_request(org_id, app_id, secret, batch_body([sdk_event(stack.clock.now())]), now=stack.clock.now())
+    request = signed_request(
+        org_id, app_id, secret, batch_body([sdk_event(stack.clock.now())]), now=stack.clock.now()
+    )
     assert (await stack.send(request)).status_code == 200
     assert_error(await stack.send(request), 401, "ERR_REPLAY_ATTACK")
     # Still refused just before the request's own timestamp window closes.
@@ -253,7 +286,9 @@ async def test_6_the_same_nonce_for_another_app_is_fine(stack: Stack) -> None:
 async def test_dnt_request_stores_nothing_and_answers_204(stack: Stack) -> None:
     org_id, app_id, secret, _ = await pro_app(stack)
     body = batch_body([sdk_event(stack.clock.now())])
-    request = signed_request(org_id, app_id, secret, body, now=stack.clock.now(), extra_headers={"dnt": "1"})
+    request = signed_request(
+        org_id, app_id, secret, body, now=stack.clock.now(), extra_headers={"dnt": "1"}
+    )
     response = await stack.send(request)
     assert response.status_code == 204
     assert response.content == b""
@@ -269,13 +304,17 @@ async def test_7_free_plan_allows_10_requests_a_minute(stack: Stack) -> None:
     secret = created.issued.secret
     for i in range(10):
         body = batch_body([sdk_event(stack.clock.now())])
-        response = await stack.send(signed_request(org.id, created.app.id, secret, body, now=stack.clock.now()))
+        response = await stack.send(
+            signed_request(org.id, created.app.id, secret, body, now=stack.clock.now())
+        )
         assert response.status_code == 200, response.text
         assert response.headers["x-ratelimit-limit"] == "10"
         assert response.headers["x-ratelimit-remaining"] == str(9 - i)
         stack.clock.advance(1)
     body = batch_body([sdk_event(stack.clock.now())])
-    response = await stack.send(signed_request(org.id, created.app.id, secret, body, now=stack.clock.now()))
+    response = await stack.send(
+        signed_request(org.id, created.app.id, secret, body, now=stack.clock.now())
+    )
     error = assert_error(response, 429, "ERR_RATE_LIMIT")
     assert error["retry_after"] == 50  # the first request leaves the window at t=60
     assert response.headers["retry-after"] == "50"
@@ -283,7 +322,9 @@ async def test_7_free_plan_allows_10_requests_a_minute(stack: Stack) -> None:
     assert response.headers["x-ratelimit-reset"] == "50"
     stack.clock.advance(50)
     body = batch_body([sdk_event(stack.clock.now())])
-    response = await stack.send(signed_request(org.id, created.app.id, secret, body, now=stack.clock.now()))
+    response = await stack.send(
+        signed_request(org.id, created.app.id, secret, body, now=stack.clock.now())
+    )
     assert response.status_code == 200
 
 
@@ -293,17 +334,23 @@ async def test_7_the_limit_is_per_org_across_its_apps(stack: Stack) -> None:
     for i in range(10):
         app = first if i % 2 else second
         body = batch_body([sdk_event(stack.clock.now())])
-        response = await stack.send(signed_request(org.id, app.app.id, app.issued.secret, body, now=stack.clock.now()))
+        response = await stack.send(
+            signed_request(org.id, app.app.id, app.issued.secret, body, now=stack.clock.now())
+        )
         assert response.status_code == 200
     body = batch_body([sdk_event(stack.clock.now())])
-    response = await stack.send(signed_request(org.id, first.app.id, first.issued.secret, body, now=stack.clock.now()))
+    response = await stack.send(
+        signed_request(org.id, first.app.id, first.issued.secret, body, now=stack.clock.now())
+    )
     assert_error(response, 429, "ERR_RATE_LIMIT")
 
 
 # --- 8: the monthly event quota --------------------------------------------------------------
 
 
-async def test_8_staging_app_quota_is_1000_a_month_with_at_most_one_batch_over(stack: Stack) -> None:
+async def test_8_staging_app_quota_is_1000_a_month_with_at_most_one_batch_over(
+    stack: Stack,
+) -> None:
     org, created = await stack.new_app(plan=Plan.PRO, environment=Environment.STAGING)
     app_id, secret = created.app.id, created.issued.secret
 
@@ -333,17 +380,26 @@ async def test_8_rejected_and_duplicate_events_are_given_back_to_the_quota(stack
     now = stack.clock.now()
     events = [sdk_event(now) for _ in range(500)]
     body = batch_body(events)
-    assert (await stack.send(signed_request(org.id, app_id, secret, body, now=now))).status_code == 200
+    assert (
+        await stack.send(signed_request(org.id, app_id, secret, body, now=now))
+    ).status_code == 200
     for _ in range(3):  # the same 500 again: duplicates, not counted
         response = await stack.send(signed_request(org.id, app_id, secret, body, now=now))
         assert response.json() == {
-            "status": "success", "accepted": 500, "rejected": 0,
-            "message": "All events ingested successfully", "duplicates": 500,
+            "status": "success",
+            "accepted": 500,
+            "rejected": 0,
+            "message": "All events ingested successfully",
+            "duplicates": 500,
         }
     bad = batch_body([sdk_event(now, user_id="nobody") for _ in range(400)])
-    assert (await stack.send(signed_request(org.id, app_id, secret, bad, now=now))).status_code == 422
+    assert (
+        await stack.send(signed_request(org.id, app_id, secret, bad, now=now))
+    ).status_code == 422
     fresh = batch_body([sdk_event(now) for _ in range(499)])
-    assert (await stack.send(signed_request(org.id, app_id, secret, fresh, now=now))).status_code == 200
+    assert (
+        await stack.send(signed_request(org.id, app_id, secret, fresh, now=now))
+    ).status_code == 200
     assert await stored_events(stack, org.id) == 999
 
 
@@ -413,12 +469,16 @@ async def test_10_all_events_rejected_is_422_nested(stack: Stack) -> None:
     assert_rate_headers(response)
 
 
-async def test_10_an_event_id_already_stored_is_a_duplicate_whatever_its_content(stack: Stack) -> None:
+async def test_10_an_event_id_already_stored_is_a_duplicate_whatever_its_content(
+    stack: Stack,
+) -> None:
     org_id, app_id, secret, _ = await pro_app(stack)
     now = stack.clock.now()
     first = sdk_event(now)
     body = batch_body([first])
-    assert (await stack.send(signed_request(org_id, app_id, secret, body, now=now))).status_code == 200
+    assert (
+        await stack.send(signed_request(org_id, app_id, secret, body, now=now))
+    ).status_code == 200
     changed = dict(first, event={"type": "something_else"})
     twice_in_batch = sdk_event(now)
     body = batch_body([changed, twice_in_batch, twice_in_batch])
@@ -441,5 +501,7 @@ async def test_signature_secret_is_the_utf8_string_not_base64(stack: Stack) -> N
         "x-nonce": nonce,
         "content-type": "application/json",
     }
-    response = await stack.client.post(f"/v1/ingest/{org_id}/{app_id}", content=body, headers=headers)
+    response = await stack.client.post(
+        f"/v1/ingest/{org_id}/{app_id}", content=body, headers=headers
+    )
     assert response.status_code == 200

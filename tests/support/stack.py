@@ -16,7 +16,7 @@ from tests.fakes.system import FakeClock
 from tests.support.sdk import SignedRequest
 from tkcloud_adapters.crypto import generate_key
 from tkcloud_api.app import create_app, running
-from tkcloud_api.container import Container, build_container
+from tkcloud_api.container import Container, build_container, settle
 from tkcloud_api.settings import Settings
 from tkcloud_application.tenancy.operations import CreatedApp, TenancyOperations
 from tkcloud_domain.plans import Plan
@@ -51,7 +51,9 @@ class Stack:
         return await self.client.post(request.path, content=request.body, headers=request.headers)
 
 
-def settings_for(kind: str, *, tmp_path: Path, postgres_url: str, redis_url: str, prefix: str) -> Settings:
+def settings_for(
+    kind: str, *, tmp_path: Path, postgres_url: str, redis_url: str, prefix: str
+) -> Settings:
     common = {
         "secret_key": generate_key(),
         "app_cache_seconds": 0.0,  # tests change plans and credentials between requests
@@ -59,7 +61,9 @@ def settings_for(kind: str, *, tmp_path: Path, postgres_url: str, redis_url: str
         "data_dir": str(tmp_path),
     }
     if kind == "postgres":
-        return Settings(database_url=postgres_url, redis_url=redis_url, redis_prefix=prefix, **common)  # type: ignore[arg-type]
+        return Settings(
+            database_url=postgres_url, redis_url=redis_url, redis_prefix=prefix, **common
+        )  # type: ignore[arg-type]
     return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tkcloud.db'}", **common)  # type: ignore[arg-type]
 
 
@@ -74,5 +78,8 @@ async def running_stack(settings: Settings, kind: str) -> AsyncIterator[Stack]:
     # Same event loop as the test (Litestar's AsyncTestClient runs the app on another one, and
     # the test shares the app's engine and pools).
     transport = httpx.ASGITransport(app=app)
-    async with running(container, app.state), httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield Stack(kind, container, client, clock, await container.tenancy())
+    async with (
+        running(container, app.state),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        yield Stack(kind, container, client, clock, await settle(container.tenancy()))

@@ -191,8 +191,9 @@ def test_envelope_keeps_bad_entries_for_per_event_rejection() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -234,7 +235,8 @@ def test_arbitrary_bytes_never_crash_the_decoder(data: bytes) -> None:
     try:
         decode_envelope(data)
     except EnvelopeError as exc:
-        assert str(exc)
+        message = str(exc)
+        assert message
 
 
 @settings(max_examples=300)

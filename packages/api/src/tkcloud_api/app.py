@@ -13,7 +13,7 @@ from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 
 from tkcloud_api import __version__
-from tkcloud_api.container import Container, build_container
+from tkcloud_api.container import Container, build_container, settle
 from tkcloud_api.http.errors import EXCEPTION_HANDLERS
 from tkcloud_api.http.health import health
 from tkcloud_api.http.ingest import ingest
@@ -23,15 +23,15 @@ from tkcloud_api.settings import load_settings
 @asynccontextmanager
 async def running(container: Container, state: State) -> AsyncIterator[None]:
     """Open the container's resources for the app's lifetime (its Litestar lifespan)."""
-    await _maybe_await(container.init_resources())
+    await settle(container.init_resources())
     try:
         # The engine and Redis pool are async resources, so the container hands out awaitables;
         # the request-independent services are resolved once here, not per request.
-        state.ingest_batch = await container.ingest_batch()
-        state.health_probes = await container.health_probes()
+        state.ingest_batch = await settle(container.ingest_batch())
+        state.health_probes = await settle(container.health_probes())
         yield
     finally:
-        await _maybe_await(container.shutdown_resources())
+        await settle(container.shutdown_resources())
 
 
 def create_app(container: Container | None = None) -> Litestar:
@@ -66,8 +66,3 @@ def create_app(container: Container | None = None) -> Litestar:
     )
     app.state.container = wired
     return app
-
-
-async def _maybe_await(value: object) -> None:
-    if value is not None and hasattr(value, "__await__"):
-        await value

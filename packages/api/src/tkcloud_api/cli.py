@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tkcloud_api.container import Container, build_container, resolve_secret_key
+from tkcloud_api.container import build_container, resolve_secret_key, settle
 from tkcloud_api.settings import Settings, SettingsError, load_settings
 from tkcloud_application.tenancy.operations import CreatedApp, TenancyOperations
 from tkcloud_domain.errors import DomainError
@@ -45,26 +45,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- plumbing ---------------------------------------------------------------------------------
 
 
-def _with_tenancy(
-    settings: Settings, work: Callable[[TenancyOperations], Awaitable[Any]]
-) -> Any:
+def _with_tenancy(settings: Settings, work: Callable[[TenancyOperations], Awaitable[Any]]) -> Any:
     container = build_container(settings)
     if settings.auto_migrate:
         container.migrate()
 
     async def run() -> Any:
-        await _maybe_await(container.init_resources())
+        await settle(container.init_resources())
         try:
-            return await work(await container.tenancy())
+            return await work(await settle(container.tenancy()))
         finally:
-            await _maybe_await(container.shutdown_resources())
+            await settle(container.shutdown_resources())
 
     return asyncio.run(run())
-
-
-async def _maybe_await(value: object) -> None:
-    if value is not None and hasattr(value, "__await__"):
-        await value
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
@@ -145,7 +138,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         container.migrate()
     if args.demo:
         print(_demo_text(settings))
-    storage = "SQLite " + settings.resolved_database_url.split(":///", 1)[1] if settings.embedded_database else "Postgres"
+    storage = (
+        "SQLite " + settings.resolved_database_url.split(":///", 1)[1]
+        if settings.embedded_database
+        else "Postgres"
+    )
     caches = "Redis" if settings.redis_url else "in-process caches"
     print(
         f"telemetry-kit cloud listening on http://{host}:{port} "
@@ -254,7 +251,9 @@ def _usage(args: argparse.Namespace, settings: Settings) -> int:
         }
         for r in rows
     ]
-    lines = [f"{r.month}  {r.org_id}  {r.app_id}  {r.environment.value:<10}  {r.events}" for r in rows]
+    lines = [
+        f"{r.month}  {r.org_id}  {r.app_id}  {r.environment.value:<10}  {r.events}" for r in rows
+    ]
     return _emit(args, {"items": items}, "\n".join(lines) or "no apps")
 
 
@@ -300,7 +299,13 @@ def _parser() -> argparse.ArgumentParser:
     command(db, "upgrade", _db_upgrade, "apply every pending migration")
 
     command(sub, "keygen", _keygen, "print a new TKCLOUD_SECRET_KEY")
-    command(sub, "demo", _demo, "create a demo org and app and print the SDK configuration", json_flag=False)
+    command(
+        sub,
+        "demo",
+        _demo,
+        "create a demo org and app and print the SDK configuration",
+        json_flag=False,
+    )
 
     org = sub.add_parser("org", help="orgs (tenants)").add_subparsers(metavar="COMMAND")
     p = command(org, "create", _org_create, "create an org; prints its org_id")
@@ -325,7 +330,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command(app, "list", _app_list, "list an org's apps")
     p.add_argument("--org", required=True)
     creds = app.add_parser("credentials", help="rotate or revoke").add_subparsers(metavar="COMMAND")
-    p = command(creds, "rotate", _credentials_rotate, "issue new credentials; old ones get a grace period")
+    p = command(
+        creds, "rotate", _credentials_rotate, "issue new credentials; old ones get a grace period"
+    )
     p.add_argument("app_id")
     p = command(creds, "revoke", _credentials_revoke, "revoke every credential of the app now")
     p.add_argument("app_id")

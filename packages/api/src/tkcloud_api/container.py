@@ -6,11 +6,13 @@ in-process adapters are used (embedded mode, one process); with no database conf
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as redis_asyncio
 from dependency_injector import containers, providers
@@ -159,5 +161,9 @@ class Container(containers.DeclarativeContainer):
 
 
 def build_container(settings: Settings) -> Container:
-    container = Container(settings=settings)
-    return container
+    return Container(settings=settings)
+
+
+async def settle(value: Any) -> Any:
+    """What a provider gave: providers that depend on an async resource hand out awaitables."""
+    return await value if inspect.isawaitable(value) else value

@@ -50,9 +50,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("log_level: expected critical, error, warning, info or debug")
         url = self.database_url
         if url and not url.startswith((*_POSTGRES_SCHEMES, "sqlite+aiosqlite://")):
-            raise ValueError(
-                "database_url: expected postgresql://... or sqlite+aiosqlite:///path"
-            )
+            raise ValueError("database_url: expected postgresql://... or sqlite+aiosqlite:///path")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("redis_url: expected redis://, rediss:// or unix://")
         if re.fullmatch(r"[a-z0-9-]{1,32}", self.region) is None:

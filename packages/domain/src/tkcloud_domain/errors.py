@@ -11,7 +11,9 @@ class DomainError(Exception):
     code: ClassVar[str] = "ERR_INTERNAL"
     default_message: ClassVar[str] = "Internal error"
 
-    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, details: dict[str, Any] | None = None
+    ) -> None:
         self.message = message or self.default_message
         self.details = details
         # Set by ingestion once the rate limiter has answered: every answer past the nonce check

@@ -134,7 +134,9 @@ def decode_envelope(body: bytes) -> list[msgspec.Raw]:
     except msgspec.DecodeError as exc:
         raise EnvelopeError(_describe(exc)) from exc
     if not 1 <= len(events) <= MAX_EVENTS_PER_BATCH:
-        raise EnvelopeError(f"events: expected 1 to {MAX_EVENTS_PER_BATCH} events, got {len(events)}")
+        raise EnvelopeError(
+            f"events: expected 1 to {MAX_EVENTS_PER_BATCH} events, got {len(events)}"
+        )
     return events
 
 
@@ -165,7 +167,7 @@ _EVENT_ID_IN_TEXT = re.compile(rb'"event_id"\s*:\s*"([^"\\]{36})"')
 
 
 def parse_rfc3339(text: str) -> datetime | None:
-    """RFC 3339 with `Z` or a numeric offset and 0-9 fractional digits, truncated to microseconds."""
+    """RFC 3339, `Z` or a numeric offset, 0-9 fractional digits, truncated to microseconds."""
     m = _RFC3339.match(text)
     if m is None:
         return None

@@ -26,7 +26,9 @@ PLAN_LIMITS: dict[Plan, PlanLimits] = {
     Plan.BUSINESS: PlanLimits(
         requests_per_minute=1_000, events_per_month=1_000_000, retention_days=730
     ),
-    Plan.ENTERPRISE: PlanLimits(requests_per_minute=None, events_per_month=None, retention_days=None),
+    Plan.ENTERPRISE: PlanLimits(
+        requests_per_minute=None, events_per_month=None, retention_days=None
+    ),
 }
 
 # A staging app has its own small allowance whatever the org's plan.

@@ -20,8 +20,8 @@ from tkcloud_domain.plans import (
 # Org and app ids are lowercase hyphenated UUIDs, not prefixed ids: the telemetry-kit SDK parses
 # both as UUIDs before it builds the ingest URL (docs/ALIGNMENT_ANALYSIS.md).
 CREDENTIAL_PREFIX = "crd_"
-TOKEN_PREFIX = "tk_"
-SECRET_PREFIX = "tks_"
+TOKEN_PREFIX = "tk_"  # noqa: S105 - a prefix, not a secret
+SECRET_PREFIX = "tks_"  # noqa: S105
 
 
 class Environment(StrEnum):

@@ -4,6 +4,7 @@ without ever holding more than the limit (a small gzip bomb cannot blow up memor
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from litestar import Request
 
@@ -11,7 +12,7 @@ from tkcloud_domain.errors import InvalidRequest, PayloadTooLarge
 
 
 class BoundedBody:
-    def __init__(self, request: Request[object, object, object]) -> None:
+    def __init__(self, request: Request[Any, Any, Any]) -> None:
         self._request = request
 
     async def read(self, limit: int) -> tuple[bytes, bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -76,7 +77,7 @@ def error_response(
     )
 
 
-def domain_error_handler(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, DomainError)
     status = STATUS_BY_CODE.get(exc.code, 500)
     if status >= 500:
@@ -92,23 +93,21 @@ def domain_error_handler(request: Request[object, object, object], exc: Exceptio
     )
 
 
-def http_exception_handler(
-    request: Request[object, object, object], exc: Exception
-) -> Response[bytes]:
+def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
     if status >= 500:
         return internal_error_handler(request, exc)
     code = _FRAMEWORK_CODES.get(status, "ERR_INVALID_REQUEST")
     client_errors[code] += 1
-    details = {"errors": exc.extra} if isinstance(exc.extra, list) and exc.extra else None
+    details: dict[str, object] | None = (
+        {"errors": exc.extra} if isinstance(exc.extra, list) and exc.extra else None
+    )
     headers = {"Connection": "close"} if status == 413 else None
     return error_response(status, code, exc.detail, details=details, headers=headers)
 
 
-def internal_error_handler(
-    request: Request[object, object, object], exc: Exception
-) -> Response[bytes]:
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "ERR_INTERNAL", "Internal server error")
 

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Sequence
 
 from litestar import Response, get
-from litestar.params import Dependency
+from litestar.di import NamedDependency
+from litestar.params import SkipValidation
 
 from tkcloud_api import __version__
 from tkcloud_api.http.bodies import HealthBody, encoder
@@ -16,7 +17,7 @@ from tkcloud_domain.errors import ServiceUnavailable
 
 @get("/health", summary="Service health", tags=["operations"])
 async def health(
-    health_probes: Sequence[HealthProbe] = Dependency(skip_validation=True),
+    health_probes: NamedDependency[SkipValidation[Sequence[HealthProbe]]],
 ) -> Response[bytes]:
     results = await asyncio.gather(*(p.check() for p in health_probes), return_exceptions=True)
     checks: dict[str, str] = {}

@@ -7,8 +7,11 @@ decoding is both faster and refuses a number where a string belongs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request, Response, post
-from litestar.params import Dependency
+from litestar.di import NamedDependency
+from litestar.params import FromPath, SkipValidation
 
 from tkcloud_api.http.bodies import EventError, IngestPartial, IngestSuccess, encoder
 from tkcloud_api.http.body import BoundedBody
@@ -30,10 +33,10 @@ from tkcloud_application.ingestion.ingest_batch import (
     tags=["ingestion"],
 )
 async def ingest(
-    org_id: str,
-    app_id: str,
-    request: Request[object, object, object],
-    ingest_batch: IngestBatch = Dependency(skip_validation=True),
+    org_id: FromPath[str],
+    app_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    ingest_batch: NamedDependency[SkipValidation[IngestBatch]],
 ) -> Response[bytes]:
     h = request.headers
     headers = IngestHeaders(

@@ -41,5 +41,7 @@ class CachedIngestDirectory:
         if org_id is None and app_id is None:
             self._entries.clear()
             return
-        for key in [k for k in self._entries if (org_id in (None, k[0])) and (app_id in (None, k[1]))]:
+        for key in [
+            k for k in self._entries if (org_id in (None, k[0])) and (app_id in (None, k[1]))
+        ]:
             del self._entries[key]

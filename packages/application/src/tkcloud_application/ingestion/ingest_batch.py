@@ -6,6 +6,7 @@ decides everything else and returns a value the edge maps to the SDK's response 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -53,7 +54,9 @@ RATE_WINDOW_SECONDS = 60
 
 _SIGNATURE = re.compile(r"[0-9a-fA-F]{64}\Z")
 _TIMESTAMP = re.compile(r"-?\d{1,15}\Z")
-_NONCE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+_NONCE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+)
 
 
 class BodySource(Protocol):
@@ -218,7 +221,9 @@ class IngestBatch:
             if envelope_error is not None:
                 raise InvalidRequest(envelope_error)
             # 10. each event on its own; duplicates inside the batch: the first one wins.
-            oldest = None if app.retention_days is None else now - timedelta(days=app.retention_days)
+            oldest = (
+                None if app.retention_days is None else now - timedelta(days=app.retention_days)
+            )
             valid: list[EventSchema] = []
             rejections: list[EventRejection] = []
             seen: set[str] = set()
@@ -250,12 +255,10 @@ class IngestBatch:
                 await self._give_back(app, month, reserved - stored)
 
     async def _give_back(self, app: IngestApp, month: str, amount: int) -> None:
-        try:
+        # If the cache is gone the counter over-counts until it is re-seeded from the event
+        # store; failing the client's request for it would be worse.
+        with contextlib.suppress(ServiceUnavailable):
             await self._quota.release(app.quota_scope, month, amount)
-        except ServiceUnavailable:
-            # The counter then over-counts until it is rebuilt from the event store; refusing
-            # the client's request for it would be worse.
-            pass
 
 
 def _decode(body: bytes, batch_size: str | None) -> tuple[list[bytes], str | None]:

@@ -43,7 +43,9 @@ def _clean_name(name: str) -> str:
     if not cleaned:
         raise ValidationFailed("name must not be empty", details={"field": "name"})
     if len(cleaned) > MAX_NAME:
-        raise ValidationFailed(f"name is longer than {MAX_NAME} characters", details={"field": "name"})
+        raise ValidationFailed(
+            f"name is longer than {MAX_NAME} characters", details={"field": "name"}
+        )
     return cleaned
 
 
