@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,26 @@ def postgres_url() -> Iterator[str]:
         drop_postgres_database(url)
 
 
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """A migrated Postgres database for one test alone, dropped afterwards."""
+    from tkcloud_adapters.sql.migrate import upgrade
+
+    url = await asyncio.to_thread(create_postgres_database, "fresh")
+    try:
+        await asyncio.to_thread(upgrade, url)
+        yield url
+    finally:
+        await asyncio.to_thread(drop_postgres_database, url)
+
+
+@pytest.fixture
+async def fresh_postgres_url() -> AsyncIterator[str]:
+    """For tests with fixed ids or emails, which would collide in the run's shared database."""
+    async with fresh_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return REDIS_TEST_URL
@@ -110,18 +131,14 @@ async def stack(
     from tests.support.stack import running_stack, settings_for
 
     kind: str = request.param
-    fresh = kind == "postgres" and request.node.get_closest_marker("fresh_database") is not None
-    if fresh:  # for tests that need fixed ids (the captured SDK requests)
-        from tkcloud_adapters.sql.migrate import upgrade
-
-        postgres_url = await asyncio.to_thread(create_postgres_database, "fresh")
-        await asyncio.to_thread(upgrade, postgres_url)
-    settings = settings_for(
-        kind, tmp_path=tmp_path, postgres_url=postgres_url, redis_url=redis_url, prefix=redis_prefix
-    )
-    try:
-        async with running_stack(settings, kind) as running:
-            yield running
-    finally:
-        if fresh:
-            await asyncio.to_thread(drop_postgres_database, postgres_url)
+    async with AsyncExitStack() as resources:
+        if kind == "postgres" and request.node.get_closest_marker("fresh_database"):
+            postgres_url = await resources.enter_async_context(fresh_database())
+        settings = settings_for(
+            kind,
+            tmp_path=tmp_path,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            prefix=redis_prefix,
+        )
+        yield await resources.enter_async_context(running_stack(settings, kind))

@@ -63,7 +63,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.process.stdout.read() if self.process.stdout else ''}")
+                raise AssertionError(
+                    f"server exited: {self.process.stdout.read() if self.process.stdout else ''}"
+                )
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
@@ -104,10 +106,19 @@ async def test_an_sdk_with_the_printed_credentials_gets_its_events_stored_across
 ) -> None:
     org = tkcloud_json(production_env, "org", "create", "--name", "Acme CLI", "--plan", "pro")
     app = tkcloud_json(
-        production_env, "app", "create", "--org", org["org_id"], "--name", "acme", "--environment", "production"
+        production_env,
+        "app",
+        "create",
+        "--org",
+        org["org_id"],
+        "--name",
+        "acme",
+        "--environment",
+        "production",
     )
     assert app["org_id"] == org["org_id"]
-    assert app["token"].startswith("tk_") and app["secret"].startswith("tks_")
+    assert app["token"].startswith("tk_")
+    assert app["secret"].startswith("tks_")
 
     server = Server(production_env, "--workers", "2")
     try:
@@ -116,8 +127,12 @@ async def test_an_sdk_with_the_printed_credentials_gets_its_events_stored_across
             for _ in range(3):
                 now = datetime.now(UTC)
                 body = batch_body([sdk_event(now) for _ in range(10)])
-                request = signed_request(org["org_id"], app["app_id"], app["secret"], body, now=now, batch_size=10)
-                response = await client.post(request.path, content=request.body, headers=request.headers)
+                request = signed_request(
+                    org["org_id"], app["app_id"], app["secret"], body, now=now, batch_size=10
+                )
+                response = await client.post(
+                    request.path, content=request.body, headers=request.headers
+                )
                 assert response.status_code == 200, response.text
                 assert response.json()["accepted"] == 10
 
@@ -126,7 +141,10 @@ async def test_an_sdk_with_the_printed_credentials_gets_its_events_stored_across
             body = batch_body([sdk_event(now) for _ in range(5)])
             request = signed_request(org["org_id"], app["app_id"], app["secret"], body, now=now)
             responses = await asyncio.gather(
-                *(client.post(request.path, content=request.body, headers=request.headers) for _ in range(20))
+                *(
+                    client.post(request.path, content=request.body, headers=request.headers)
+                    for _ in range(20)
+                )
             )
             assert Counter(r.status_code for r in responses) == {200: 1, 401: 19}
     finally:
@@ -148,8 +166,10 @@ def test_serve_with_no_configuration_runs_embedded(tmp_path: Path) -> None:
     finally:
         output = server.stop()
     assert f"listening on http://127.0.0.1:{server.port}" in output
-    assert "SQLite" in output and "in-process caches" in output
-    assert "secret:" in output and "org_id:" in output
+    assert "SQLite" in output
+    assert "in-process caches" in output
+    assert "secret:" in output
+    assert "org_id:" in output
     assert (tmp_path / "data" / "tkcloud.db").exists()
     assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o077 == 0
 
@@ -158,7 +178,8 @@ def test_a_bad_setting_stops_start_up_with_a_message_naming_it(tmp_path: Path) -
     env = {**os.environ, "TKCLOUD_PORT": "eighty", "TKCLOUD_DATA_DIR": str(tmp_path)}
     done = tkcloud(env, "serve")
     assert done.returncode == 2
-    assert "TKCLOUD_PORT" in done.stderr and "'eighty'" in done.stderr
+    assert "TKCLOUD_PORT" in done.stderr
+    assert "'eighty'" in done.stderr
 
 
 def test_several_workers_without_redis_are_refused(tmp_path: Path) -> None:
@@ -173,9 +194,13 @@ def test_operator_commands_round_trip(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TKCLOUD_")}
     env["TKCLOUD_DATA_DIR"] = str(tmp_path)
     org = tkcloud_json(env, "org", "create", "--name", "Ops")
-    assert org["plan"] == "free" and org["events_per_month"] == 10_000
-    changed = tkcloud_json(env, "org", "set-plan", org["org_id"], "enterprise", "--custom-quota", "5000000")
-    assert changed["plan"] == "enterprise" and changed["events_per_month"] == 5_000_000
+    assert org["plan"] == "free"
+    assert org["events_per_month"] == 10_000
+    changed = tkcloud_json(
+        env, "org", "set-plan", org["org_id"], "enterprise", "--custom-quota", "5000000"
+    )
+    assert changed["plan"] == "enterprise"
+    assert changed["events_per_month"] == 5_000_000
     app = tkcloud_json(env, "app", "create", "--org", org["org_id"], "--name", "tool")
     assert app["environment"] == "staging"
     listed = tkcloud_json(env, "app", "list", "--org", org["org_id"])
@@ -185,6 +210,8 @@ def test_operator_commands_round_trip(tmp_path: Path) -> None:
     revoked = tkcloud_json(env, "app", "credentials", "revoke", app["app_id"])
     assert revoked["revoked"] == 2  # the new one and the old one still in its grace period
     missing = tkcloud(env, "org", "show", "00000000-0000-4000-8000-000000000000")
-    assert missing.returncode == 1 and "ERR_NOT_FOUND" in missing.stderr
+    assert missing.returncode == 1
+    assert "ERR_NOT_FOUND" in missing.stderr
     bad_plan = tkcloud(env, "org", "set-plan", org["org_id"], "pro", "--custom-quota", "5")
-    assert bad_plan.returncode == 1 and "ERR_VALIDATION" in bad_plan.stderr
+    assert bad_plan.returncode == 1
+    assert "ERR_VALIDATION" in bad_plan.stderr

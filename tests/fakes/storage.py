@@ -1,19 +1,42 @@
 """In-memory fakes of the storage ports: EventStore, UsageReport, IngestDirectory and the
-tenancy unit of work, plus a reversible SecretBox.
+tenancy unit of work (with the identity repositories of tests/fakes/identity.py), plus a
+reversible SecretBox.
 
 They share one `FakeDatabase`, as the SQL adapters share one database, and pass the same
-contract tests (tests/integration/test_sql_contract.py). Set `db.unavailable = True` to make every
-call raise `ServiceUnavailable("database")`, as an unreachable database does.
+contract tests (tests/integration/test_sql_contract.py, test_identity_contract.py). Set
+`db.unavailable = True` to make every call raise `ServiceUnavailable("database")`, as an
+unreachable database does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import partial
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
+from tests.fakes.identity import (
+    FakeApiKeyRepository,
+    FakeInviteRepository,
+    FakeMagicLinkRepository,
+    FakeMembershipRepository,
+    FakeOAuthStateRepository,
+    FakeSessionRepository,
+    FakeUserRepository,
+)
+from tkcloud_application.ports.identity import (
+    ApiKeyRepository,
+    InviteRepository,
+    MagicLinkRepository,
+    MembershipRepository,
+    OAuthStateRepository,
+    SessionRepository,
+    UserRepository,
+)
 from tkcloud_application.ports.system import Clock, SecretBox
 from tkcloud_application.ports.tenancy import (
     AppRepository,
@@ -23,6 +46,15 @@ from tkcloud_application.ports.tenancy import (
 )
 from tkcloud_domain.errors import Conflict, ServiceUnavailable
 from tkcloud_domain.events import EventSchema
+from tkcloud_domain.identity import (
+    ApiKey,
+    Invite,
+    MagicLink,
+    Membership,
+    OAuthState,
+    Session,
+    User,
+)
 from tkcloud_domain.limits import QuotaScope
 from tkcloud_domain.months import month_key
 from tkcloud_domain.plans import Plan
@@ -63,6 +95,31 @@ class StoredCredential:
     secret_ciphertext: str
 
 
+LockRow = Callable[[Hashable], Awaitable[None]]
+
+
+class RowLocks:
+    """Rows changed by a single-use operation (consume a sign-in link or an OAuth state, close an
+    invite) stay locked by their unit of work until it commits or ends, as Postgres row locks
+    do: another unit of work changing the same row waits, then sees what the first committed.
+    Without this, two interleaved units of work would both consume the same link."""
+
+    def __init__(self) -> None:
+        self._holders: dict[Hashable, object] = {}
+        self._released = asyncio.Condition()
+
+    async def acquire(self, row: Hashable, holder: object) -> None:
+        async with self._released:
+            await self._released.wait_for(lambda: self._holders.get(row, holder) is holder)
+            self._holders[row] = holder
+
+    async def release_all(self, holder: object) -> None:
+        async with self._released:
+            for row in [row for row, owner in self._holders.items() if owner is holder]:
+                del self._holders[row]
+            self._released.notify_all()
+
+
 @dataclass
 class FakeDatabase:
     """The committed state, table by table."""
@@ -74,6 +131,14 @@ class FakeDatabase:
     # (app_id, month, environment) -> (org_id, events), like usage_monthly
     usage: dict[tuple[str, str, Environment], tuple[str, int]] = field(default_factory=dict)
     dnt: dict[tuple[str, date], int] = field(default_factory=dict)
+    users: dict[str, User] = field(default_factory=dict)
+    memberships: dict[tuple[str, str], Membership] = field(default_factory=dict)  # (org, user)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    magic_links: dict[str, MagicLink] = field(default_factory=dict)
+    invites: dict[str, Invite] = field(default_factory=dict)
+    api_keys: dict[str, ApiKey] = field(default_factory=dict)
+    oauth_states: dict[str, OAuthState] = field(default_factory=dict)  # by state
+    row_locks: RowLocks = field(default_factory=RowLocks, compare=False, repr=False)
     unavailable: bool = False
 
     def check_available(self) -> None:
@@ -215,30 +280,41 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class _Staged(Generic[K, V]):
+class Staged(Generic[K, V]):
     """A table inside a unit of work: reads see the committed rows plus this unit's writes;
     writes reach the committed rows only on commit."""
 
     def __init__(self, committed: dict[K, V]) -> None:
         self._committed = committed
-        self._pending: dict[K, V] = {}
+        self._pending: dict[K, V | None] = {}  # None: deleted by this unit of work
 
     def get(self, key: K) -> V | None:
         return self._pending[key] if key in self._pending else self._committed.get(key)
 
-    def rows(self) -> Iterable[V]:
-        return {**self._committed, **self._pending}.values()
+    def items(self) -> list[tuple[K, V]]:
+        merged = {**self._committed, **self._pending}
+        return [(key, value) for key, value in merged.items() if value is not None]
+
+    def rows(self) -> list[V]:
+        return [value for _, value in self.items()]
 
     def put(self, key: K, value: V) -> None:
         self._pending[key] = value
 
+    def delete(self, key: K) -> None:
+        self._pending[key] = None
+
     def commit(self) -> None:
-        self._committed.update(self._pending)
+        for key, value in self._pending.items():
+            if value is None:
+                self._committed.pop(key, None)
+            else:
+                self._committed[key] = value
         self._pending.clear()
 
 
 class FakeOrgRepository:
-    def __init__(self, orgs: _Staged[str, Org]) -> None:
+    def __init__(self, orgs: Staged[str, Org]) -> None:
         self._orgs = orgs
 
     async def add(self, org: Org) -> None:
@@ -251,6 +327,11 @@ class FakeOrgRepository:
 
     async def list_all(self) -> list[Org]:
         return sorted(self._orgs.rows(), key=lambda o: (o.created_at, o.id))
+
+    async def rename(self, org_id: str, name: str) -> None:
+        org = self._orgs.get(org_id)
+        if org is not None:
+            self._orgs.put(org_id, dataclasses.replace(org, name=name))
 
     async def set_plan(
         self,
@@ -277,9 +358,11 @@ class FakeOrgRepository:
 
 
 class FakeAppRepository:
-    def __init__(self, apps: _Staged[str, App], orgs: _Staged[str, Org]) -> None:
-        self._apps = apps
-        self._orgs = orgs
+    def __init__(self, tables: StagedTables) -> None:
+        # Deleting an app reaches into its credentials, events, usage and DNT counts.
+        self._tables = tables
+        self._apps = tables.apps
+        self._orgs = tables.orgs
 
     async def add(self, app: App) -> None:
         if self._apps.get(app.id) is not None:
@@ -304,11 +387,34 @@ class FakeAppRepository:
                 App(app.id, app.org_id, app.name, environment, app.active, app.created_at),
             )
 
+    async def rename(self, app_id: str, name: str) -> None:
+        app = self._apps.get(app_id)
+        if app is not None:
+            self._apps.put(app_id, dataclasses.replace(app, name=name))
+
+    async def delete(self, app_id: str) -> None:
+        t = self._tables
+        for credential_id, stored in t.credentials.items():
+            if stored.credential.app_id == app_id:
+                t.credentials.delete(credential_id)
+        await self.delete_events(app_id)
+        for usage_key, _ in t.usage.items():
+            if usage_key[0] == app_id:
+                t.usage.delete(usage_key)
+        for dnt_key, _ in t.dnt.items():
+            if dnt_key[0] == app_id:
+                t.dnt.delete(dnt_key)
+        self._apps.delete(app_id)
+
+    async def delete_events(self, app_id: str) -> int:
+        doomed = [key for key, _ in self._tables.events.items() if key[0] == app_id]
+        for key in doomed:
+            self._tables.events.delete(key)
+        return len(doomed)
+
 
 class FakeCredentialRepository:
-    def __init__(
-        self, credentials: _Staged[str, StoredCredential], apps: _Staged[str, App]
-    ) -> None:
+    def __init__(self, credentials: Staged[str, StoredCredential], apps: Staged[str, App]) -> None:
         self._credentials = credentials
         self._apps = apps
 
@@ -342,16 +448,53 @@ class FakeCredentialRepository:
         self._credentials.put(credential_id, StoredCredential(credential, stored.secret_ciphertext))
 
 
+@dataclass(frozen=True)
+class StagedTables:
+    """Every table of a FakeDatabase, staged for one unit of work."""
+
+    orgs: Staged[str, Org]
+    apps: Staged[str, App]
+    credentials: Staged[str, StoredCredential]
+    events: Staged[tuple[str, str], StoredEvent]
+    usage: Staged[tuple[str, str, Environment], tuple[str, int]]
+    dnt: Staged[tuple[str, date], int]
+    users: Staged[str, User]
+    memberships: Staged[tuple[str, str], Membership]
+    sessions: Staged[str, Session]
+    magic_links: Staged[str, MagicLink]
+    invites: Staged[str, Invite]
+    api_keys: Staged[str, ApiKey]
+    oauth_states: Staged[str, OAuthState]
+
+    @classmethod
+    def of(cls, db: FakeDatabase) -> StagedTables:
+        tables: dict[str, Any] = {
+            f.name: Staged(getattr(db, f.name)) for f in dataclasses.fields(cls)
+        }
+        return cls(**tables)
+
+    def commit(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).commit()
+
+
 class FakeTenancyUnitOfWork:
     """Implements `TenancyUnitOfWork` over a FakeDatabase shared by every unit of work."""
 
     orgs: OrgRepository
     apps: AppRepository
     credentials: CredentialRepository
+    users: UserRepository
+    memberships: MembershipRepository
+    sessions: SessionRepository
+    magic_links: MagicLinkRepository
+    invites: InviteRepository
+    api_keys: ApiKeyRepository
+    oauth_states: OAuthStateRepository
 
     def __init__(self, db: FakeDatabase) -> None:
         self.db = db
-        self._tables: tuple[_Staged[str, Org], _Staged[str, App], _Staged[str, StoredCredential]]
+        self._tables: StagedTables
         self._active = False
         self.commits = 0
 
@@ -359,12 +502,18 @@ class FakeTenancyUnitOfWork:
         if self._active:
             raise RuntimeError("this unit of work is already in use")
         self.db.check_available()
-        orgs, apps = _Staged(self.db.orgs), _Staged(self.db.apps)
-        credentials = _Staged(self.db.credentials)
-        self._tables = (orgs, apps, credentials)
-        self.orgs = FakeOrgRepository(orgs)
-        self.apps = FakeAppRepository(apps, orgs)
-        self.credentials = FakeCredentialRepository(credentials, apps)
+        t = self._tables = StagedTables.of(self.db)
+        lock_row: LockRow = partial(self.db.row_locks.acquire, holder=self)
+        self.orgs = FakeOrgRepository(t.orgs)
+        self.apps = FakeAppRepository(t)
+        self.credentials = FakeCredentialRepository(t.credentials, t.apps)
+        self.users = FakeUserRepository(t.users)
+        self.memberships = FakeMembershipRepository(t.memberships, t.orgs, t.users)
+        self.sessions = FakeSessionRepository(t.sessions, t.users)
+        self.magic_links = FakeMagicLinkRepository(t.magic_links, lock_row)
+        self.invites = FakeInviteRepository(t.invites, t.orgs, lock_row)
+        self.api_keys = FakeApiKeyRepository(t.api_keys, t.orgs)
+        self.oauth_states = FakeOAuthStateRepository(t.oauth_states, lock_row)
         self._active = True
         return self
 
@@ -375,11 +524,12 @@ class FakeTenancyUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         self._active = False  # what was not committed is dropped with the staged tables
+        await self.db.row_locks.release_all(self)
 
     async def commit(self) -> None:
         if not self._active:
             raise RuntimeError("commit() outside `async with`")
         self.db.check_available()
-        for table in self._tables:
-            table.commit()
+        self._tables.commit()
         self.commits += 1
+        await self.db.row_locks.release_all(self)

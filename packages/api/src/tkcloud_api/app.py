@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -11,13 +11,42 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
 
 from tkcloud_api import __version__
 from tkcloud_api.container import Container, build_container, settle
+from tkcloud_api.http.dashboard.apps import AppController, OrgAppsController
+from tkcloud_api.http.dashboard.auth_routes import AuthController, me
+from tkcloud_api.http.dashboard.orgs import InviteResponseController, OrgController
+from tkcloud_api.http.dashboard.principal import provide_principal
 from tkcloud_api.http.errors import EXCEPTION_HANDLERS
 from tkcloud_api.http.health import health
 from tkcloud_api.http.ingest import ingest
 from tkcloud_api.settings import load_settings
+
+# What controllers receive by name (NamedDependency) -> the container provider behind it.
+# All are request-independent, so each is resolved once when the app starts.
+SERVICES = {
+    "ingest_batch": "ingest_batch",
+    "health_probes": "health_probes",
+    "authentication": "authentication",
+    "organisations": "organisations",
+    "invitations": "invitations",
+    "api_keys": "api_keys",
+    "apps": "app_management",
+    "clock": "clock",
+}
+
+ROUTES: list[ControllerRouterHandler] = [
+    ingest,
+    health,
+    AuthController,
+    me,
+    OrgController,
+    InviteResponseController,
+    OrgAppsController,
+    AppController,
+]
 
 
 @asynccontextmanager
@@ -25,10 +54,13 @@ async def running(container: Container, state: State) -> AsyncIterator[None]:
     """Open the container's resources for the app's lifetime (its Litestar lifespan)."""
     await settle(container.init_resources())
     try:
-        # The engine and Redis pool are async resources, so the container hands out awaitables;
-        # the request-independent services are resolved once here, not per request.
-        state.ingest_batch = await settle(container.ingest_batch())
-        state.health_probes = await settle(container.health_probes())
+        # The engine and Redis pool are async resources, so the container hands out awaitables.
+        for name, provider in SERVICES.items():
+            state[name] = await settle(getattr(container, provider)())
+        settings = container.settings()
+        state.public_url = settings.resolved_public_url
+        state.dashboard_url = settings.resolved_dashboard_url
+        state.secure_cookies = settings.secure_cookies
         yield
     finally:
         await settle(container.shutdown_resources())
@@ -48,21 +80,21 @@ def create_app(container: Container | None = None) -> Litestar:
 
     # Litestar validates handler signatures, so the container is bridged with small Provide
     # functions rather than @inject on handlers.
-    def provide_ingest_batch(state: State) -> Any:
-        return state.ingest_batch
-
-    def provide_health_probes(state: State) -> Any:
-        return state.health_probes
-
+    dependencies = {name: Provide(_from_state(name), sync_to_thread=False) for name in SERVICES}
+    dependencies["principal"] = Provide(provide_principal)
     app = Litestar(
-        route_handlers=[ingest, health],
-        dependencies={
-            "ingest_batch": Provide(provide_ingest_batch, sync_to_thread=False),
-            "health_probes": Provide(provide_health_probes, sync_to_thread=False),
-        },
+        route_handlers=ROUTES,
+        dependencies=dependencies,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="telemetry-kit cloud", version=__version__),
     )
     app.state.container = wired
     return app
+
+
+def _from_state(name: str) -> Callable[[State], Any]:
+    def provide(state: State) -> Any:
+        return state[name]
+
+    return provide

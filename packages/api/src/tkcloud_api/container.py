@@ -20,11 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tkcloud_adapters.crypto import FernetSecretBox, generate_key
 from tkcloud_adapters.health import InProcessHealthProbe, RedisHealthProbe, SqlHealthProbe
+from tkcloud_adapters.mail.smtp import SmtpMailer
 from tkcloud_adapters.memory.limits import (
     InProcessNonceStore,
     InProcessQuotaCounter,
     InProcessRateLimiter,
 )
+from tkcloud_adapters.oauth.github import GitHubOAuthProvider
 from tkcloud_adapters.redis.client import create_redis
 from tkcloud_adapters.redis.nonces import RedisNonceStore
 from tkcloud_adapters.redis.quota import RedisQuotaCounter
@@ -33,9 +35,16 @@ from tkcloud_adapters.sql.engine import create_engine
 from tkcloud_adapters.sql.event_store import SqlEventStore
 from tkcloud_adapters.sql.ingest_directory import SqlIngestDirectory
 from tkcloud_adapters.sql.migrate import upgrade
+from tkcloud_adapters.sql.outbox import SqlOutbox
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
 from tkcloud_adapters.system import RandomIdGenerator, SystemClock
 from tkcloud_api.settings import Settings, SettingsError
+from tkcloud_application.dashboard.api_keys import ApiKeys
+from tkcloud_application.dashboard.apps import AppManagement
+from tkcloud_application.dashboard.invitations import Invitations
+from tkcloud_application.dashboard.organisations import Organisations
+from tkcloud_application.identity.access import Access
+from tkcloud_application.identity.authentication import Authentication
 from tkcloud_application.ingestion.app_cache import CachedIngestDirectory
 from tkcloud_application.ingestion.ingest_batch import IngestBatch
 from tkcloud_application.tenancy.operations import TenancyOperations
@@ -80,6 +89,21 @@ def resolve_secret_key(settings: Settings) -> str:
 
 def _cache_backend(settings: Settings) -> str:
     return "redis" if settings.redis_url else "memory"
+
+
+def _mail_backend(settings: Settings) -> str:
+    return "smtp" if settings.smtp_url else "outbox"
+
+
+def _github(settings: Settings) -> GitHubOAuthProvider | None:
+    if not settings.github_client_id:
+        return None  # sign-in with GitHub answers ERR_NOT_CONFIGURED
+    return GitHubOAuthProvider(
+        settings.github_client_id,
+        settings.github_client_secret,
+        oauth_url=settings.github_url,
+        api_url=settings.github_api_url,
+    )
 
 
 class Container(containers.DeclarativeContainer):
@@ -145,7 +169,7 @@ class Container(containers.DeclarativeContainer):
         events=event_store,
         clock=clock,
     )
-    tenancy = providers.Factory(
+    tenancy = providers.Singleton(
         TenancyOperations,
         uow=tenancy_uow,
         usage=event_store,
@@ -157,6 +181,48 @@ class Container(containers.DeclarativeContainer):
             lambda hours: timedelta(hours=hours), settings.provided.rotation_grace_hours
         ),
         on_change=ingest_directory.provided.invalidate,
+    )
+
+    # --- people and programs -------------------------------------------------------------------
+    outbox = providers.Singleton(SqlOutbox, engine, ids, clock)
+    mailer = providers.Selector(
+        providers.Callable(_mail_backend, settings),
+        smtp=providers.Singleton(
+            SmtpMailer, settings.provided.smtp_url, settings.provided.mail_from
+        ),
+        outbox=outbox,
+    )
+    oauth = providers.Singleton(_github, settings)
+    access = providers.Singleton(Access, uow=tenancy_uow)
+    authentication = providers.Singleton(
+        Authentication,
+        uow=tenancy_uow,
+        ids=ids,
+        clock=clock,
+        rate_limiter=rate_limiter,
+        mailer=mailer,
+        oauth=oauth,
+        public_url=settings.provided.resolved_public_url,
+        dashboard_url=settings.provided.resolved_dashboard_url,
+        session_ttl=providers.Callable(
+            lambda days: timedelta(days=days), settings.provided.session_days
+        ),
+    )
+    organisations = providers.Singleton(
+        Organisations, uow=tenancy_uow, access=access, tenancy=tenancy, clock=clock
+    )
+    invitations = providers.Singleton(
+        Invitations,
+        uow=tenancy_uow,
+        access=access,
+        ids=ids,
+        clock=clock,
+        mailer=mailer,
+        dashboard_url=settings.provided.resolved_dashboard_url,
+    )
+    api_keys = providers.Singleton(ApiKeys, uow=tenancy_uow, access=access, ids=ids, clock=clock)
+    app_management = providers.Singleton(
+        AppManagement, access=access, tenancy=tenancy, events=event_store, clock=clock
     )
 
 

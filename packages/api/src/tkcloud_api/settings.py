@@ -5,6 +5,7 @@ With none set, the service runs embedded: SQLite in the data folder and in-proce
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -14,6 +15,10 @@ import msgspec
 
 PREFIX = "TKCLOUD_"
 
+
+# TKCLOUD_* variables that are not service settings: the test suite's and alembic's own.
+_NOT_SETTINGS = (f"{PREFIX}TEST_", f"{PREFIX}MIGRATIONS_DIR")
+_SECRET_IN_URL = re.compile(r"(//[^:/@]*:)[^@]*@")
 
 _POSTGRES_SCHEMES = ("postgresql+asyncpg://", "postgresql://", "postgres://")
 
@@ -38,14 +43,27 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     auto_migrate: bool = True
     access_log: bool = False
     log_level: str = "info"
+    # Sign-in
+    dashboard_url: str = ""  # where sign-in and invite links land; default: public_url
+    session_days: int = 30
+    cookie_secure: str = "auto"  # auto: Secure cookies unless the public URL is plain http
+    github_client_id: str = ""  # empty: GitHub sign-in answers 503 ERR_NOT_CONFIGURED
+    github_client_secret: str = ""
+    github_url: str = "https://github.com"  # OAuth endpoints (tests point it at a stand-in)
+    github_api_url: str = "https://api.github.com"
+    # Mail
+    smtp_url: str = ""  # smtp://user:pass@host:587 (STARTTLS) or smtps://...; empty: outbox
+    mail_from: str = "telemetry-kit cloud <noreply@localhost>"
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError("port: expected 1-65535")
         if self.workers < 1:
             raise ValueError("workers: expected at least 1")
-        if self.app_cache_seconds < 0 or self.rotation_grace_hours < 0:
-            raise ValueError("app_cache_seconds and rotation_grace_hours must not be negative")
+        for name in ("app_cache_seconds", "rotation_grace_hours"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: expected a finite number, 0 or more")
         if self.log_level.lower() not in {"critical", "error", "warning", "info", "debug"}:
             raise ValueError("log_level: expected critical, error, warning, info or debug")
         url = self.database_url
@@ -53,6 +71,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("database_url: expected postgresql://... or sqlite+aiosqlite:///path")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("redis_url: expected redis://, rediss:// or unix://")
+        if self.session_days < 1:
+            raise ValueError("session_days: expected at least 1")
+        if self.cookie_secure not in {"auto", "true", "false"}:
+            raise ValueError("cookie_secure: expected auto, true or false")
+        if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtps://")):
+            raise ValueError("smtp_url: expected smtp://user:password@host:port or smtps://...")
+        if bool(self.github_client_id) != bool(self.github_client_secret):
+            raise ValueError("github_client_id: set both GitHub client id and secret, or neither")
         if re.fullmatch(r"[a-z0-9-]{1,32}", self.region) is None:
             raise ValueError("region: expected 1-32 characters of a-z, 0-9 and -")
 
@@ -74,17 +100,32 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
+    @property
+    def resolved_dashboard_url(self) -> str:
+        return (self.dashboard_url or self.resolved_public_url).rstrip("/")
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.cookie_secure == "auto":
+            return not self.resolved_public_url.startswith("http://")
+        return self.cookie_secure == "true"
+
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     values: dict[str, str] = {}
     known = set(Settings.__struct_fields__)
     for name, value in env.items():
-        if not name.startswith(PREFIX):
+        if not name.startswith(PREFIX) or name.startswith(_NOT_SETTINGS):
             continue
         field = name.removeprefix(PREFIX).lower()
-        if field in known:
-            values[field] = value
+        if field not in known:
+            # A misspelt variable would otherwise quietly leave its default in force.
+            raise SettingsError(
+                f"{name}: unknown setting; known: "
+                + ", ".join(PREFIX + f.upper() for f in Settings.__struct_fields__)
+            )
+        values[field] = value
     try:
         return msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -97,8 +138,13 @@ def _explain(message: str, values: Mapping[str, str]) -> str:
     if m:
         field = m.group("field")
         what = m.group("what").replace("Expected", "expected").replace(", got `str`", "")
-        return f"{PREFIX}{field.upper()}: {what} (got {values.get(field)!r})"
+        return f"{PREFIX}{field.upper()}: {what} (got {_shown(values.get(field))!r})"
     field, sep, rest = message.partition(": ")
     if sep and field.isidentifier():
-        return f"{PREFIX}{field.upper()}: {rest} (got {values.get(field)!r})"
+        return f"{PREFIX}{field.upper()}: {rest} (got {_shown(values.get(field))!r})"
     return message
+
+
+def _shown(value: str | None) -> str | None:
+    """The value as it may appear in a log: a password inside a URL is masked."""
+    return None if value is None else _SECRET_IN_URL.sub(r"\1***@", value)

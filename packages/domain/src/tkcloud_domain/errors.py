@@ -113,3 +113,35 @@ class Conflict(DomainError):
 class ValidationFailed(DomainError):
     code = "ERR_VALIDATION"
     default_message = "Invalid input"
+
+
+class Unauthenticated(DomainError):
+    code = "ERR_UNAUTHENTICATED"
+    default_message = "Sign in first"
+
+
+class Forbidden(DomainError):
+    code = "ERR_FORBIDDEN"
+    default_message = "Not allowed"
+
+
+class InvalidLink(DomainError):
+    """A sign-in link or invite that is unknown, used, expired or tampered with."""
+
+    code = "ERR_INVALID_LINK"
+    default_message = "This link is invalid or has expired"
+
+
+class SignInFailed(DomainError):
+    """The OAuth provider refused the code, the state was unknown or replayed, or the account
+    has no verified email."""
+
+    code = "ERR_SIGN_IN_FAILED"
+    default_message = "Sign-in failed"
+
+
+class NotConfigured(DomainError):
+    """A feature whose provider (GitHub, SMTP, Stripe) the operator has not configured."""
+
+    code = "ERR_NOT_CONFIGURED"
+    default_message = "This feature is not configured on this server"

@@ -188,3 +188,106 @@ dnt_daily = Table(
     Column("requests", BigInteger, nullable=False),
     PrimaryKeyConstraint("app_id", "day"),
 )
+
+# --- people and programs ------------------------------------------------------------------------
+# Secrets (session, CSRF, link, invite and API-key tokens) are stored only as SHA-256 hashes;
+# the unique hash is how a presented token is looked up.
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("email", String, nullable=False, unique=True),
+    Column("display_name", String, nullable=False),
+    Column("github_id", BigInteger, unique=True),
+    Column("github_login", String),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("org_id", String, ForeignKey("orgs.id"), nullable=False),
+    Column("user_id", String, ForeignKey("users.id"), nullable=False, index=True),
+    Column("role", String, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("org_id", "user_id"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("user_id", String, ForeignKey("users.id"), nullable=False, index=True),
+    Column("token_hash", String, nullable=False, unique=True),
+    Column("csrf_hash", String, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+)
+
+# No foreign key to users: a link is sent to an address before any account exists for it.
+magic_links = Table(
+    "magic_links",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("email", String, nullable=False, index=True),
+    Column("token_hash", String, nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime),
+)
+
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("org_id", String, ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("email", String, nullable=False),
+    Column("role", String, nullable=False),
+    Column("token_hash", String, nullable=False, unique=True),
+    # No foreign key: the invite outlives the inviter's account, as a record of who sent it.
+    Column("invited_by", String, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("accepted_at", UtcDateTime),
+    Column("declined_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("org_id", String, ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("name", String, nullable=False),
+    Column("scopes", String, nullable=False),  # comma-separated ApiKeyScope values
+    Column("token_hash", String, nullable=False, unique=True),
+    Column("hint", String, nullable=False),
+    Column("created_by", String),  # a user id; NULL when an operator made the key
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+)
+
+oauth_states = Table(
+    "oauth_states",
+    metadata,
+    Column("state", String, primary_key=True),
+    Column("code_verifier", String, nullable=False),
+    Column("redirect_to", String, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+# The development mailer's outbox: mails are kept here instead of being sent.
+mail_outbox = Table(
+    "mail_outbox",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("kind", String, nullable=False),
+    Column("recipient", String, nullable=False),
+    Column("subject", String, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, index=True),
+)

@@ -1,4 +1,5 @@
-"""Orgs, apps and credentials on SQL, inside one unit of work (one connection, one transaction)."""
+"""Orgs, apps and credentials on SQL, and the unit of work (one connection, one transaction)
+that holds every tenancy and identity repository."""
 
 from __future__ import annotations
 
@@ -6,11 +7,37 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Executable, Row, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tkcloud_adapters.sql.errors import database_errors
-from tkcloud_adapters.sql.schema import app_credentials, apps, orgs
+from tkcloud_adapters.sql.identity import (
+    SqlApiKeyRepository,
+    SqlInviteRepository,
+    SqlMagicLinkRepository,
+    SqlMembershipRepository,
+    SqlOAuthStateRepository,
+    SqlRepository,
+    SqlSessionRepository,
+    SqlUserRepository,
+)
+from tkcloud_adapters.sql.schema import (
+    app_credentials,
+    apps,
+    dnt_daily,
+    events,
+    orgs,
+    usage_monthly,
+)
+from tkcloud_application.ports.identity import (
+    ApiKeyRepository,
+    InviteRepository,
+    MagicLinkRepository,
+    MembershipRepository,
+    OAuthStateRepository,
+    SessionRepository,
+    UserRepository,
+)
 from tkcloud_application.ports.tenancy import (
     AppRepository,
     CredentialRepository,
@@ -28,6 +55,13 @@ class SqlTenancyUnitOfWork:
     orgs: OrgRepository
     apps: AppRepository
     credentials: CredentialRepository
+    users: UserRepository
+    memberships: MembershipRepository
+    sessions: SessionRepository
+    magic_links: MagicLinkRepository
+    invites: InviteRepository
+    api_keys: ApiKeyRepository
+    oauth_states: OAuthStateRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -47,6 +81,13 @@ class SqlTenancyUnitOfWork:
         self.orgs = SqlOrgRepository(conn)
         self.apps = SqlAppRepository(conn)
         self.credentials = SqlCredentialRepository(conn)
+        self.users = SqlUserRepository(conn)
+        self.memberships = SqlMembershipRepository(conn)
+        self.sessions = SqlSessionRepository(conn)
+        self.magic_links = SqlMagicLinkRepository(conn)
+        self.invites = SqlInviteRepository(conn)
+        self.api_keys = SqlApiKeyRepository(conn)
+        self.oauth_states = SqlOAuthStateRepository(conn)
         return self
 
     async def __aexit__(
@@ -72,27 +113,7 @@ class SqlTenancyUnitOfWork:
             await self._conn.commit()
 
 
-class _Repository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
-
-    async def _execute(self, statement: Executable, conflict: str | None = None) -> None:
-        if conflict is None:
-            with database_errors():
-                await self._conn.execute(statement)
-            return
-        # A savepoint keeps the transaction usable after the Conflict (Postgres would otherwise
-        # refuse every further statement in it).
-        with database_errors(conflict):
-            async with self._conn.begin_nested():
-                await self._conn.execute(statement)
-
-    async def _rows(self, statement: Executable) -> list[Row[Any]]:
-        with database_errors():
-            return list((await self._conn.execute(statement)).all())
-
-
-class SqlOrgRepository(_Repository):
+class SqlOrgRepository(SqlRepository):
     """Implements `OrgRepository`."""
 
     async def add(self, org: Org) -> None:
@@ -116,6 +137,9 @@ class SqlOrgRepository(_Repository):
         rows = await self._rows(select(orgs).order_by(orgs.c.created_at, orgs.c.id))
         return [_org(row) for row in rows]
 
+    async def rename(self, org_id: str, name: str) -> None:
+        await self._execute(update(orgs).where(orgs.c.id == org_id).values(name=name))
+
     async def set_plan(
         self,
         org_id: str,
@@ -135,7 +159,7 @@ class SqlOrgRepository(_Repository):
         await self._execute(statement)
 
 
-class SqlAppRepository(_Repository):
+class SqlAppRepository(SqlRepository):
     """Implements `AppRepository`."""
 
     async def add(self, app: App) -> None:
@@ -161,8 +185,20 @@ class SqlAppRepository(_Repository):
         statement = update(apps).where(apps.c.id == app_id).values(environment=environment.value)
         await self._execute(statement)
 
+    async def rename(self, app_id: str, name: str) -> None:
+        await self._execute(update(apps).where(apps.c.id == app_id).values(name=name))
 
-class SqlCredentialRepository(_Repository):
+    async def delete(self, app_id: str) -> None:
+        # Children first: the credentials' foreign key refuses an app that still has them.
+        for table in (app_credentials, events, usage_monthly, dnt_daily):
+            await self._execute(delete(table).where(table.c.app_id == app_id))
+        await self._execute(delete(apps).where(apps.c.id == app_id))
+
+    async def delete_events(self, app_id: str) -> int:
+        return await self._execute(delete(events).where(events.c.app_id == app_id))
+
+
+class SqlCredentialRepository(SqlRepository):
     """Implements `CredentialRepository`."""
 
     async def add(self, credential: Credential, secret_ciphertext: str) -> None:

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from tkcloud_api.http.bodies import ErrorBody, ErrorDetail, encoder
@@ -32,6 +32,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "ERR_VALIDATION": 422,
     "ERR_UNAUTHENTICATED": 401,
     "ERR_FORBIDDEN": 403,
+    "ERR_INVALID_LINK": 400,
+    "ERR_SIGN_IN_FAILED": 400,
+    "ERR_NOT_CONFIGURED": 503,
 }
 
 _FRAMEWORK_CODES = {
@@ -99,6 +102,9 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     if status >= 500:
         return internal_error_handler(request, exc)
     code = _FRAMEWORK_CODES.get(status, "ERR_INVALID_REQUEST")
+    if isinstance(exc, ValidationException):
+        # A body or parameter of the dashboard API that does not fit its schema.
+        status, code = 422, "ERR_VALIDATION"
     client_errors[code] += 1
     details: dict[str, object] | None = (
         {"errors": exc.extra} if isinstance(exc.extra, list) and exc.extra else None

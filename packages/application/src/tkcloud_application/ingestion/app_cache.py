@@ -23,6 +23,9 @@ class CachedIngestDirectory:
         self._clock = clock
         self._ttl = timedelta(seconds=ttl_seconds)
         self._entries: dict[tuple[str, str], tuple[datetime, IngestApp | None]] = {}
+        # Bumped by every invalidation: a lookup that started before one must not cache its
+        # (possibly stale) answer.
+        self._generation = 0
 
     async def find_ingest_app(self, org_id: str, app_id: str) -> IngestApp | None:
         key = (org_id, app_id)
@@ -30,7 +33,10 @@ class CachedIngestDirectory:
         hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        generation = self._generation
         app = await self._inner.find_ingest_app(org_id, app_id)
+        if generation != self._generation:
+            return app
         if len(self._entries) >= _MAX_ENTRIES:
             self._entries.clear()
         self._entries[key] = (now + self._ttl, app)
@@ -38,6 +44,7 @@ class CachedIngestDirectory:
 
     def invalidate(self, org_id: str | None = None, app_id: str | None = None) -> None:
         """Forget one app, every app of an org, or (no arguments) everything."""
+        self._generation += 1
         if org_id is None and app_id is None:
             self._entries.clear()
             return

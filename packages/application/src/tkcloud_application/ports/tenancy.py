@@ -7,6 +7,15 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from tkcloud_application.ports.identity import (
+    ApiKeyRepository,
+    InviteRepository,
+    MagicLinkRepository,
+    MembershipRepository,
+    OAuthStateRepository,
+    SessionRepository,
+    UserRepository,
+)
 from tkcloud_domain.plans import Plan
 from tkcloud_domain.tenancy import App, Credential, Environment, Org
 
@@ -19,6 +28,8 @@ class OrgRepository(Protocol):
     async def get(self, org_id: str) -> Org | None: ...
 
     async def list_all(self) -> list[Org]: ...
+
+    async def rename(self, org_id: str, name: str) -> None: ...
 
     async def set_plan(
         self,
@@ -39,6 +50,17 @@ class AppRepository(Protocol):
     async def list_for_org(self, org_id: str) -> list[App]: ...
 
     async def set_environment(self, app_id: str, environment: Environment) -> None: ...
+
+    async def rename(self, app_id: str, name: str) -> None: ...
+
+    async def delete(self, app_id: str) -> None:
+        """Delete the app with its credentials, events and usage."""
+        ...
+
+    async def delete_events(self, app_id: str) -> int:
+        """Delete every stored event of the app (a promotion drops staging data); returns how
+        many."""
+        ...
 
 
 class CredentialRepository(Protocol):
@@ -73,6 +95,16 @@ class TenancyUnitOfWork(Protocol):
     ) -> None: ...
 
     async def commit(self) -> None: ...
+
+    # People and programs share the transaction: signing in creates a user, a membership and a
+    # session at once.
+    users: UserRepository
+    memberships: MembershipRepository
+    sessions: SessionRepository
+    magic_links: MagicLinkRepository
+    invites: InviteRepository
+    api_keys: ApiKeyRepository
+    oauth_states: OAuthStateRepository
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,15 @@ the token's hash and the secret's ciphertext are stored.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from tkcloud_application.ports.system import Clock, IdGenerator, SecretBox
 from tkcloud_application.ports.tenancy import AppUsage, TenancyUnitOfWork, UsageReport
-from tkcloud_domain.errors import NotFound, ValidationFailed
+from tkcloud_domain.errors import Conflict, NotFound, ValidationFailed
+from tkcloud_domain.identity import Membership, Role
 from tkcloud_domain.months import month_key
 from tkcloud_domain.plans import Plan
 from tkcloud_domain.tenancy import (
@@ -38,7 +40,7 @@ class CreatedApp:
     issued: IssuedCredential
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
     cleaned = " ".join(name.split())
     if not cleaned:
         raise ValidationFailed("name must not be empty", details={"field": "name"})
@@ -47,6 +49,14 @@ def _clean_name(name: str) -> str:
             f"name is longer than {MAX_NAME} characters", details={"field": "name"}
         )
     return cleaned
+
+
+def canonical_uuid(value: str, field: str) -> str:
+    """An imported org or app id in the form the SDK sends it back: lowercase, hyphenated."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValidationFailed(f"{field}: expected a UUID", details={"field": field}) from None
 
 
 def slugify(name: str) -> str:
@@ -78,10 +88,15 @@ class TenancyOperations:
         self._on_change = on_change or (lambda org_id, app_id: None)
 
     async def create_org(
-        self, name: str, plan: Plan = Plan.FREE, *, org_id: str | None = None
+        self,
+        name: str,
+        plan: Plan = Plan.FREE,
+        *,
+        org_id: str | None = None,
+        owner_id: str | None = None,
     ) -> Org:
-        clean = _clean_name(name)
-        new_id = org_id or self._ids.new_uuid()
+        clean = clean_name(name)
+        new_id = canonical_uuid(org_id, "org_id") if org_id else self._ids.new_uuid()
         org = Org(
             id=new_id,
             name=clean,
@@ -92,6 +107,10 @@ class TenancyOperations:
         )
         async with self._uow() as uow:
             await uow.orgs.add(org)
+            if owner_id is not None:
+                if await uow.users.get(owner_id) is None:
+                    raise NotFound(f"No user {owner_id}")
+                await uow.memberships.add(Membership(org.id, owner_id, Role.OWNER, org.created_at))
             await uow.commit()
         return org
 
@@ -142,9 +161,9 @@ class TenancyOperations:
         are generated."""
         now = self._clock.now()
         app = App(
-            id=app_id or self._ids.new_uuid(),
+            id=canonical_uuid(app_id, "app_id") if app_id else self._ids.new_uuid(),
             org_id=org_id,
-            name=_clean_name(name),
+            name=clean_name(name),
             environment=environment,
             active=True,
             created_at=now,
@@ -157,6 +176,42 @@ class TenancyOperations:
             await uow.commit()
         self._on_change(org_id, app.id)
         return CreatedApp(app=app, issued=issued)
+
+    async def get_app(self, app_id: str) -> App:
+        async with self._uow() as uow:
+            return await self._get_app(uow, app_id)
+
+    async def rename_app(self, app_id: str, name: str) -> App:
+        async with self._uow() as uow:
+            await self._get_app(uow, app_id)
+            await uow.apps.rename(app_id, clean_name(name))
+            await uow.commit()
+        return await self.get_app(app_id)
+
+    async def promote_app(self, app_id: str) -> tuple[App, int]:
+        """Staging -> production, deleting the staging events (irreversible). Returns the app
+        and how many events were deleted."""
+        async with self._uow() as uow:
+            app = await self._get_app(uow, app_id)
+            if app.environment is Environment.PRODUCTION:
+                raise Conflict("This app is already in production")
+            deleted = await uow.apps.delete_events(app_id)
+            await uow.apps.set_environment(app_id, Environment.PRODUCTION)
+            await uow.commit()
+        self._on_change(app.org_id, app_id)
+        return await self.get_app(app_id), deleted
+
+    async def delete_app(self, app_id: str) -> None:
+        async with self._uow() as uow:
+            app = await self._get_app(uow, app_id)
+            await uow.apps.delete(app_id)
+            await uow.commit()
+        self._on_change(app.org_id, app_id)
+
+    async def list_credentials(self, app_id: str) -> list[Credential]:
+        async with self._uow() as uow:
+            await self._get_app(uow, app_id)
+            return await uow.credentials.list_for_app(app_id)
 
     async def list_apps(self, org_id: str) -> list[App]:
         async with self._uow() as uow:

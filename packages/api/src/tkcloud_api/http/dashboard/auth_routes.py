@@ -1,0 +1,115 @@
+"""Sign-in and sessions: GitHub OAuth, email magic links, logout, me."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import Cookie, State
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, QueryParameter, SkipValidation
+from litestar.response import Redirect
+
+from tkcloud_api.http.dashboard.principal import CSRF_COOKIE, SESSION_COOKIE
+from tkcloud_api.http.dashboard.schemas import (
+    EmailBody,
+    MeOut,
+    OrgOut,
+    SignedIn,
+    TokenBody,
+    UserOut,
+)
+from tkcloud_application.dashboard.organisations import Organisations, require_user
+from tkcloud_application.identity.authentication import Authentication, SessionGrant
+from tkcloud_domain.identity import Principal
+
+Auth = NamedDependency[SkipValidation[Authentication]]
+Caller = NamedDependency[SkipValidation[Principal]]
+
+
+def _session_cookies(grant: SessionGrant, secure: bool) -> list[Cookie]:
+    max_age = int((grant.session.expires_at - grant.session.created_at).total_seconds())
+    common: dict[str, Any] = {"path": "/", "secure": secure, "samesite": "lax", "max_age": max_age}
+    return [
+        Cookie(key=SESSION_COOKIE, value=grant.token, httponly=True, **common),
+        # Readable by the dashboard's script, which echoes it in X-CSRF-Token.
+        Cookie(key=CSRF_COOKIE, value=grant.csrf_token, httponly=False, **common),
+    ]
+
+
+def _cleared_cookies(secure: bool) -> list[Cookie]:
+    return [
+        Cookie(key=name, value="", path="/", secure=secure, samesite="lax", max_age=0)
+        for name in (SESSION_COOKIE, CSRF_COOKIE)
+    ]
+
+
+def _signed_in(grant: SessionGrant) -> SignedIn:
+    return SignedIn(
+        UserOut.of(grant.user), grant.csrf_token, grant.session.expires_at, grant.redirect_to
+    )
+
+
+class AuthController(Controller):
+    path = "/api/v1/auth"
+    tags = ["sign-in"]
+
+    @get("/github/start", summary="Start GitHub sign-in (redirects to GitHub)", status_code=302)
+    async def github_start(
+        self,
+        authentication: Auth,
+        redirect_to: Annotated[str | None, QueryParameter(name="redirect_to")] = None,
+    ) -> Redirect:
+        return Redirect(await authentication.start_github(redirect_to), status_code=302)
+
+    @get("/github/callback", summary="GitHub redirects here; opens a session", status_code=302)
+    async def github_callback(
+        self,
+        authentication: Auth,
+        state: State,
+        code: Annotated[str, QueryParameter(name="code")],
+        oauth_state: Annotated[str, QueryParameter(name="state")],
+    ) -> Redirect:
+        grant = await authentication.finish_github(oauth_state, code)
+        return Redirect(
+            f"{state.dashboard_url}{grant.redirect_to}",
+            status_code=302,
+            cookies=_session_cookies(grant, state.secure_cookies),
+        )
+
+    @post("/magic-link", summary="Email a sign-in link", status_code=202)
+    async def magic_link(
+        self, request: Request[Any, Any, Any], authentication: Auth, data: JSONBody[EmailBody]
+    ) -> dict[str, str]:
+        client = request.client.host if request.client else "unknown"
+        await authentication.request_magic_link(data.email, client)
+        return {"status": "sent"}
+
+    @post("/magic-link/verify", summary="Exchange an emailed token for a session", status_code=200)
+    async def magic_link_verify(
+        self, authentication: Auth, state: State, data: JSONBody[TokenBody]
+    ) -> Response[SignedIn]:
+        grant = await authentication.verify_magic_link(data.token, data.redirect_to)
+        return Response(_signed_in(grant), cookies=_session_cookies(grant, state.secure_cookies))
+
+    @post("/logout", summary="End this session", status_code=200)
+    async def logout(
+        self, authentication: Auth, principal: Caller, state: State
+    ) -> Response[dict[str, str]]:
+        await authentication.logout(require_user(principal))
+        return Response({"status": "signed_out"}, cookies=_cleared_cookies(state.secure_cookies))
+
+    @post("/logout-everywhere", summary="End every session of this user", status_code=200)
+    async def logout_everywhere(
+        self, authentication: Auth, principal: Caller, state: State
+    ) -> Response[dict[str, int]]:
+        count = await authentication.logout_everywhere(require_user(principal))
+        return Response({"sessions_revoked": count}, cookies=_cleared_cookies(state.secure_cookies))
+
+
+@get("/api/v1/me", summary="The signed-in user and their orgs", tags=["sign-in"])
+async def me(
+    principal: Caller, organisations: NamedDependency[SkipValidation[Organisations]]
+) -> MeOut:
+    user = require_user(principal).user
+    return MeOut(UserOut.of(user), [OrgOut.of(v) for v in await organisations.mine(principal)])

@@ -1,0 +1,1 @@
+"""Sign-in, sessions, API keys and the question every endpoint asks: may this principal act?"""

@@ -1,0 +1,45 @@
+"""Authorisation: may this principal do this in that org?
+
+Another tenant's objects answer exactly as missing ones would (NotFound), so ids cannot be
+probed; a member without the right answers Forbidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tkcloud_application.ports.tenancy import TenancyUnitOfWork
+from tkcloud_domain.errors import Forbidden, NotFound
+from tkcloud_domain.identity import Action, KeyPrincipal, Principal
+from tkcloud_domain.tenancy import App
+
+
+class Access:
+    def __init__(self, uow: Callable[[], TenancyUnitOfWork]) -> None:
+        self._uow = uow
+
+    async def require(self, principal: Principal, org_id: str, action: Action) -> None:
+        if isinstance(principal, KeyPrincipal):
+            if principal.key.org_id != org_id:
+                raise NotFound(f"No org {org_id}")
+            if not principal.key.allows(action):
+                raise Forbidden(f"This API key's scopes do not allow {action.value}")
+            return
+        async with self._uow() as uow:
+            membership = await uow.memberships.get(org_id, principal.user.id)
+        if membership is None:
+            raise NotFound(f"No org {org_id}")
+        if not membership.allows(action):
+            raise Forbidden(f"Your role ({membership.role.value}) does not allow {action.value}")
+
+    async def require_app(self, principal: Principal, app_id: str, action: Action) -> App:
+        """The app, if the principal may do `action` in the app's org."""
+        async with self._uow() as uow:
+            app = await uow.apps.get(app_id)
+        if app is None:
+            raise NotFound(f"No app {app_id}")
+        try:
+            await self.require(principal, app.org_id, action)
+        except NotFound:
+            raise NotFound(f"No app {app_id}") from None
+        return app
