@@ -52,7 +52,19 @@ from tests.support.sdk import SignedRequest, batch_body, sdk_event, signed_reque
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 RESIGN_AFTER_SECONDS = 480  # the service accepts x-timestamp within 600 s of its clock
-TKCLOUD = [sys.executable, "-m", "tkcloud_api.cli"]  # the `tkcloud` console script, same venv
+
+
+def _tkcloud_command() -> list[str]:
+    """The `tkcloud` console script of this environment (what `uv run tkcloud` runs, without
+    uv's own start-up in every call)."""
+    script = Path(sys.executable).parent / "tkcloud"
+    found = str(script) if script.exists() else shutil.which("tkcloud")
+    if found is None:
+        raise SystemExit("`tkcloud` is not installed here: run this with `uv run python -m ...`")
+    return [found]
+
+
+TKCLOUD = _tkcloud_command()
 
 
 def log(message: str) -> None:
@@ -256,23 +268,64 @@ def _role(pid: int, root: int) -> str:
     return cmdline[:40]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (clock ticks in /proc/<pid>/stat)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / ticks
+@dataclass
+class CpuSnapshot:
+    """CPU ticks (user + system) per process, by who the process is, and the machine's."""
 
+    by_group: dict[str, dict[int, int]]
+    machine_busy: int
+    machine_total: int
 
-def machine_cpu() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return total - idle, total
+    @classmethod
+    def take(cls, server_pids: list[int]) -> CpuSnapshot:
+        server, me = set(server_pids), os.getpid()
+        groups: dict[str, dict[int, int]] = {
+            "server": {},
+            "postgres": {},
+            "redis": {},
+            "client": {},
+            "others": {},
+        }
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            head, _, tail = stat.rpartition(")")
+            comm, fields = head.partition("(")[2], tail.split()
+            ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+            if pid in server:
+                group = "server"
+            elif pid == me:
+                group = "client"
+            elif comm == "postgres":
+                group = "postgres"
+            elif comm.startswith("redis-server"):
+                group = "redis"
+            else:
+                group = "others"
+            groups[group][pid] = ticks
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        total = sum(values[:8])  # guest time is already counted in user
+        return cls(groups, total - idle, total)
+
+    def seconds_since(self, before: CpuSnapshot) -> dict[str, float]:
+        """CPU seconds each group used since `before` (processes born since count in full)."""
+        hz = os.sysconf("SC_CLK_TCK")
+        used = {
+            group: sum(t - before.by_group[group].get(pid, 0) for pid, t in pids.items()) / hz
+            for group, pids in self.by_group.items()
+        }
+        # Short-lived processes (other people's test runs...) show only in the machine's total.
+        machine = (self.machine_busy - before.machine_busy) / hz
+        used["others"] = max(0.0, machine - sum(v for k, v in used.items() if k != "others"))
+        used["machine"] = machine
+        used["machine_capacity"] = (self.machine_total - before.machine_total) / hz
+        return used
 
 
 # --- the load --------------------------------------------------------------------------------
@@ -289,9 +342,7 @@ class LoadResult:
     accepted: int = 0
     resigned: int = 0
     unsent: int = 0
-    server_cpu: float = 0.0
-    client_cpu: float = 0.0
-    machine_busy: float = 0.0  # fraction of all cores
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds by group over the run
 
 
 async def run_load(
@@ -335,15 +386,11 @@ async def run_load(
                 result.samples.setdefault(str(status), response.text[:300])
 
     pids = server_pids()
-    server_cpu_before, client_cpu_before = cpu_seconds(pids), time.process_time()
-    busy_before, total_before = machine_cpu()
+    cpu_before = CpuSnapshot.take(pids)
     started = time.perf_counter()
     await asyncio.gather(*(sender() for _ in range(concurrency)))
     result.wall_seconds = time.perf_counter() - started
-    busy_after, total_after = machine_cpu()
-    result.client_cpu = time.process_time() - client_cpu_before
-    result.server_cpu = cpu_seconds(pids) - server_cpu_before
-    result.machine_busy = (busy_after - busy_before) / max(1, total_after - total_before)
+    result.cpu = CpuSnapshot.take(pids).seconds_since(cpu_before)
     return result
 
 
@@ -598,9 +645,10 @@ def summarise(
         },
         "error_samples": result.samples,
         "cpu_seconds": {
-            "server": round(result.server_cpu, 2),
-            "client": round(result.client_cpu, 2),
-            "machine_busy_percent": round(result.machine_busy * 100, 1),
+            **{k: round(v, 2) for k, v in result.cpu.items() if k != "machine_capacity"},
+            "machine_busy_percent": round(
+                100 * result.cpu["machine"] / max(result.cpu["machine_capacity"], 1e-9), 1
+            ),
         },
         "server_peak_rss_mib": {
             "total": round(sum(kib for _, _, kib in processes) / 1024, 1),
@@ -647,8 +695,9 @@ def render(f: dict[str, Any]) -> str:
     ]
     lines += [f"  {status} e.g. {text}" for status, text in f["error_samples"].items()]
     lines += [
-        f"cpu        server {cpu['server']:.1f} s, client {cpu['client']:.1f} s; "
-        f"machine {cpu['machine_busy_percent']:.0f}% busy (all cores, Postgres/Redis included)",
+        f"cpu (s)    server {cpu['server']:.1f}, postgres {cpu['postgres']:.1f}, "
+        f"redis {cpu['redis']:.1f}, client {cpu['client']:.1f}, others {cpu['others']:.1f}; "
+        f"machine {cpu['machine_busy_percent']:.0f}% busy over {f['machine']['cpus']} cores",
         f"server RSS peak (VmHWM) {rss['total']:.1f} MiB in total: "
         + ", ".join(f"{p['role']} {p['vmhwm_mib']:.1f}" for p in rss["processes"]),
         f"verify     {v['acknowledged']:,} events acknowledged (incl. {v['warmup_acknowledged']:,} "

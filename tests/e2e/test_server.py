@@ -215,3 +215,45 @@ def test_operator_commands_round_trip(tmp_path: Path) -> None:
     bad_plan = tkcloud(env, "org", "set-plan", org["org_id"], "pro", "--custom-quota", "5")
     assert bad_plan.returncode == 1
     assert "ERR_VALIDATION" in bad_plan.stderr
+
+
+def test_operator_people_commands(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TKCLOUD_")}
+    env["TKCLOUD_DATA_DIR"] = str(tmp_path)
+    org = tkcloud_json(env, "org", "create", "--name", "People")["org_id"]
+    added = tkcloud_json(env, "org", "members", "add", org, "Bob@Example.com", "owner")
+    assert (added["email"], added["role"]) == ("bob@example.com", "owner")
+    tkcloud_json(env, "org", "members", "add", org, "carol@example.com", "member")
+    promoted = tkcloud_json(env, "org", "members", "set-role", org, "carol@example.com", "admin")
+    assert promoted["role"] == "admin"
+    members = tkcloud_json(env, "org", "members", "list", org)["items"]
+    assert [(m["email"], m["role"]) for m in members] == [
+        ("bob@example.com", "owner"),
+        ("carol@example.com", "admin"),
+    ]
+    last_owner = tkcloud(env, "org", "members", "remove", org, "bob@example.com")
+    assert last_owner.returncode == 1
+    assert "ERR_CONFLICT" in last_owner.stderr
+
+    invite = tkcloud_json(env, "invite", "create", org, "olga@example.com")
+    assert invite["role"] == "observer"
+    outbox = tkcloud_json(env, "mail", "outbox", "--to", "olga@example.com")["items"]
+    assert outbox[0]["kind"] == "invite"
+    assert "/invites/accept?token=" in outbox[0]["text"]
+    listed = tkcloud_json(env, "invite", "list", org)["items"]
+    assert [(i["invite_id"], i["status"]) for i in listed] == [(invite["invite_id"], "pending")]
+    tkcloud_json(env, "invite", "revoke", org, invite["invite_id"])
+    assert tkcloud_json(env, "invite", "list", org)["items"][0]["status"] == "revoked"
+
+    key = tkcloud_json(env, "apikey", "create", org, "--name", "ci", "--scope", "manage")
+    assert key["secret"].startswith("tkk_")
+    assert key["scopes"] == ["manage"]
+    tkcloud_json(env, "apikey", "revoke", org, key["key_id"])
+    assert tkcloud_json(env, "apikey", "list", org)["items"][0]["revoked"] is True
+
+    shown = tkcloud_json(env, "user", "show", "carol@example.com")
+    assert shown["orgs"] == [{"org_id": org, "org": "People", "role": "admin"}]
+    assert tkcloud_json(env, "user", "sign-out", "carol@example.com") == {"sessions_revoked": 0}
+    unknown = tkcloud(env, "user", "show", "nobody@example.com")
+    assert unknown.returncode == 1
+    assert "ERR_NOT_FOUND" in unknown.stderr

@@ -26,6 +26,7 @@ import msgspec
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,7 +43,7 @@ from tkcloud_adapters.sql.engine import create_engine
 from tkcloud_adapters.sql.errors import database_errors
 from tkcloud_adapters.sql.event_store import SqlEventStore
 from tkcloud_adapters.sql.ingest_directory import SqlIngestDirectory
-from tkcloud_adapters.sql.migrate import upgrade
+from tkcloud_adapters.sql.migrate import alembic_config, upgrade
 from tkcloud_adapters.sql.schema import dnt_daily, events, metadata
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
 from tkcloud_application.ports.ingestion import IngestDirectory
@@ -918,11 +919,12 @@ def test_a_failed_sqlite_migration_changes_nothing(
     upgrade(url)
     migrations = tmp_path / "migrations"
     shutil.copytree(REPO_ROOT / "migrations", migrations)
-    (migrations / "versions" / "0002_broken.py").write_text(
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    (migrations / "versions" / "9999_broken.py").write_text(
         "import sqlalchemy as sa\n"
         "from alembic import op\n"
-        "revision = '0002'\n"
-        "down_revision = '0001'\n"
+        "revision = 'broken'\n"
+        f"down_revision = {head!r}\n"
         "def upgrade():\n"
         "    op.create_table('probe', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    raise RuntimeError('half way')\n"

@@ -209,7 +209,7 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     organisations = providers.Singleton(
-        Organisations, uow=tenancy_uow, access=access, tenancy=tenancy, clock=clock
+        Organisations, uow=tenancy_uow, access=access, tenancy=tenancy, clock=clock, ids=ids
     )
     invitations = providers.Singleton(
         Invitations,

@@ -192,7 +192,14 @@ class KeyPrincipal:
     key: ApiKey
 
 
-Principal = UserPrincipal | KeyPrincipal
+@dataclass(frozen=True, slots=True)
+class OperatorPrincipal:
+    """Whoever runs `tkcloud` commands on the server: every right in every org."""
+
+    name: str = "an operator"
+
+
+Principal = UserPrincipal | KeyPrincipal | OperatorPrincipal
 
 
 def normalise_email(email: str) -> str | None:

@@ -7,15 +7,22 @@ refused the code (`SignInFailed`) or could not answer (`ServiceUnavailable("gith
 
 from __future__ import annotations
 
+# authlib's client runs on httpx2 when that is installed, else on httpx (our dependency). The
+# errors caught below are httpx's: installing httpx2 means importing it here instead (the
+# integration tests' outage cases fail until then).
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-# authlib's client runs on httpx2 when that is installed, else on httpx (our dependency). The
-# errors caught below are httpx's: installing httpx2 means importing it here instead (the
-# integration tests' outage cases fail until then).
 import httpx
-from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+from authlib.deprecate import AuthlibDeprecationWarning
+
+with warnings.catch_warnings():
+    # authlib 1.9.10 announces its move to httpx2 on import (its own filter says "always");
+    # httpx is still supported and is what we depend on. Silenced so CLI runs do not print it.
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
 from tkcloud_application.ports.identity import OAuthProvider
 from tkcloud_domain.errors import ServiceUnavailable, SignInFailed

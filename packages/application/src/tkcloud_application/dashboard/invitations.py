@@ -19,6 +19,7 @@ from tkcloud_domain.identity import (
     Invite,
     InviteStatus,
     Membership,
+    OperatorPrincipal,
     Principal,
     Role,
     normalise_email,
@@ -48,7 +49,11 @@ class Invitations:
 
     async def invite(self, principal: Principal, org_id: str, email: str, role: Role) -> Invite:
         await self._access.require(principal, org_id, Action.MEMBERS_WRITE)
-        inviter = require_user(principal).user
+        if isinstance(principal, OperatorPrincipal):
+            inviter_id, inviter_label = "operator", principal.name
+        else:
+            inviter = require_user(principal).user
+            inviter_id, inviter_label = inviter.id, f"{inviter.display_name} ({inviter.email})"
         address = normalise_email(email)
         if address is None:
             raise ValidationFailed("email: not a valid address", details={"field": "email"})
@@ -62,7 +67,7 @@ class Invitations:
             email=address,
             role=role,
             token_hash=hash_token(token),
-            invited_by=inviter.id,
+            invited_by=inviter_id,
             created_at=now,
             expires_at=now + INVITE_TTL,
         )
@@ -82,9 +87,9 @@ class Invitations:
         await self._mailer.send(
             MailMessage(
                 to=address,
-                subject=f"{inviter.display_name} invited you to {org.name} on telemetry-kit cloud",
+                subject=f"You are invited to {org.name} on telemetry-kit cloud",
                 text=(
-                    f"{inviter.display_name} ({inviter.email}) invited you to join {org.name} "
+                    f"{inviter_label} invited you to join {org.name} "
                     f"as {role.value}.\n\nAccept (sign in with {address}):\n{url}\n\n"
                     "The link works once and expires in 7 days.\n"
                 ),

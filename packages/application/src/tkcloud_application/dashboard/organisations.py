@@ -6,11 +6,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tkcloud_application.identity.access import Access
-from tkcloud_application.ports.system import Clock
+from tkcloud_application.ports.system import Clock, IdGenerator
 from tkcloud_application.ports.tenancy import TenancyUnitOfWork
 from tkcloud_application.tenancy.operations import TenancyOperations, clean_name
-from tkcloud_domain.errors import Conflict, Forbidden, NotFound
-from tkcloud_domain.identity import Action, Membership, Principal, Role, User, UserPrincipal
+from tkcloud_domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from tkcloud_domain.identity import (
+    USER_PREFIX,
+    Action,
+    KeyPrincipal,
+    Membership,
+    OperatorPrincipal,
+    Principal,
+    Role,
+    User,
+    UserPrincipal,
+    normalise_email,
+)
 from tkcloud_domain.plans import Plan
 from tkcloud_domain.tenancy import Org
 
@@ -41,7 +52,9 @@ class Organisations:
         access: Access,
         tenancy: TenancyOperations,
         clock: Clock,
+        ids: IdGenerator,
     ) -> None:
+        self._ids = ids
         self._uow = uow
         self._access = access
         self._tenancy = tenancy
@@ -53,8 +66,10 @@ class Organisations:
         return OrgView(org, Role.OWNER)
 
     async def mine(self, principal: Principal) -> list[OrgView]:
-        if not isinstance(principal, UserPrincipal):
+        if isinstance(principal, KeyPrincipal):
             return [await self.get(principal, principal.key.org_id)]
+        if isinstance(principal, OperatorPrincipal):
+            return [OrgView(org, None) for org in await self._tenancy.list_orgs()]
         async with self._uow() as uow:
             memberships = await uow.memberships.list_for_user(principal.user.id)
             views = []
@@ -99,14 +114,12 @@ class Organisations:
         self, principal: Principal, org_id: str, user_id: str, role: Role
     ) -> Member:
         await self._access.require(principal, org_id, Action.MEMBERS_WRITE)
-        actor = require_user(principal).user
+        owner = await self._access.is_owner(principal, org_id)
         async with self._uow() as uow:
             target = await uow.memberships.get(org_id, user_id)
             if target is None:
                 raise NotFound(f"No member {user_id}")
-            mine = await uow.memberships.get(org_id, actor.id)
-            touches_owner = Role.OWNER in (target.role, role)
-            if touches_owner and (mine is None or mine.role is not Role.OWNER):
+            if Role.OWNER in (target.role, role) and not owner:
                 raise Forbidden("Only an owner can make or unmake owners")
             if target.role is Role.OWNER and role is not Role.OWNER:
                 await self._keep_an_owner(uow, org_id)
@@ -121,18 +134,39 @@ class Organisations:
         leaving = isinstance(principal, UserPrincipal) and principal.user.id == user_id
         action = Action.ORG_READ if leaving else Action.MEMBERS_WRITE
         await self._access.require(principal, org_id, action)
-        actor = require_user(principal).user
+        if isinstance(principal, KeyPrincipal):
+            raise Forbidden("This needs a signed-in user, not an API key")
+        owner = await self._access.is_owner(principal, org_id)
         async with self._uow() as uow:
             target = await uow.memberships.get(org_id, user_id)
             if target is None:
                 raise NotFound(f"No member {user_id}")
             if target.role is Role.OWNER:
-                mine = await uow.memberships.get(org_id, actor.id)
-                if mine is None or mine.role is not Role.OWNER:
+                if not owner:
                     raise Forbidden("Only an owner can remove an owner")
                 await self._keep_an_owner(uow, org_id)
             await uow.memberships.remove(org_id, user_id)
             await uow.commit()
+
+    async def add_member(self, principal: Principal, org_id: str, email: str, role: Role) -> Member:
+        """Operators add people directly (creating the user, whose address they vouch for);
+        everyone else invites."""
+        if not isinstance(principal, OperatorPrincipal):
+            raise Forbidden("Invite people instead: they accept with their own sign-in")
+        await self._access.require(principal, org_id, Action.MEMBERS_WRITE)
+        address = normalise_email(email)
+        if address is None:
+            raise ValidationFailed("email: not a valid address", details={"field": "email"})
+        now = self._clock.now()
+        async with self._uow() as uow:
+            user = await uow.users.by_email(address)
+            if user is None:
+                user = User(self._ids.new_id(USER_PREFIX), address, address.partition("@")[0], now)
+                await uow.users.add(user)
+            membership = Membership(org_id, user.id, role, now)
+            await uow.memberships.add(membership)
+            await uow.commit()
+        return Member(membership, user)
 
     async def _keep_an_owner(self, uow: TenancyUnitOfWork, org_id: str) -> None:
         owners = [m for m in await uow.memberships.list_for_org(org_id) if m.role is Role.OWNER]

@@ -10,7 +10,14 @@ from collections.abc import Callable
 
 from tkcloud_application.ports.tenancy import TenancyUnitOfWork
 from tkcloud_domain.errors import Forbidden, NotFound
-from tkcloud_domain.identity import Action, KeyPrincipal, Principal
+from tkcloud_domain.identity import (
+    Action,
+    KeyPrincipal,
+    OperatorPrincipal,
+    Principal,
+    Role,
+    UserPrincipal,
+)
 from tkcloud_domain.tenancy import App
 
 
@@ -19,6 +26,11 @@ class Access:
         self._uow = uow
 
     async def require(self, principal: Principal, org_id: str, action: Action) -> None:
+        if isinstance(principal, OperatorPrincipal):
+            async with self._uow() as uow:
+                if await uow.orgs.get(org_id) is None:
+                    raise NotFound(f"No org {org_id}")
+            return
         if isinstance(principal, KeyPrincipal):
             if principal.key.org_id != org_id:
                 raise NotFound(f"No org {org_id}")
@@ -31,6 +43,16 @@ class Access:
             raise NotFound(f"No org {org_id}")
         if not membership.allows(action):
             raise Forbidden(f"Your role ({membership.role.value}) does not allow {action.value}")
+
+    async def is_owner(self, principal: Principal, org_id: str) -> bool:
+        """Owners (and operators) may make, unmake and remove owners."""
+        if isinstance(principal, OperatorPrincipal):
+            return True
+        if not isinstance(principal, UserPrincipal):
+            return False
+        async with self._uow() as uow:
+            membership = await uow.memberships.get(org_id, principal.user.id)
+        return membership is not None and membership.role is Role.OWNER
 
     async def require_app(self, principal: Principal, app_id: str, action: Action) -> App:
         """The app, if the principal may do `action` in the app's org."""

@@ -21,6 +21,7 @@ from tkcloud_domain.errors import (
     Forbidden,
     InvalidLink,
     NotConfigured,
+    NotFound,
     RateLimited,
     SignInFailed,
     Unauthenticated,
@@ -43,6 +44,7 @@ from tkcloud_domain.tenancy import hash_token
 
 MAGIC_LINK_TTL = timedelta(minutes=15)
 OAUTH_STATE_TTL = timedelta(minutes=10)
+KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 # Sign-in attempts: per address (someone flooding one inbox) and per client IP (enumeration).
 MAGIC_LINKS_PER_ADDRESS = (5, 900)
 MAGIC_LINKS_PER_IP = (20, 900)
@@ -221,8 +223,11 @@ class Authentication:
             api_key = await uow.api_keys.by_token_hash(hash_token(key))
             if api_key is None or api_key.revoked_at is not None:
                 raise Unauthenticated("Unknown or revoked API key")
-            await uow.api_keys.touch(api_key.id, now)
-            await uow.commit()
+            # A minute's precision is enough for "last used", and spares a write per request.
+            last = api_key.last_used_at
+            if last is None or now - last >= KEY_TOUCH_INTERVAL:
+                await uow.api_keys.touch(api_key.id, now)
+                await uow.commit()
         return KeyPrincipal(key=api_key)
 
     def check_csrf(self, principal: Principal, csrf_token: str | None) -> None:
@@ -244,6 +249,23 @@ class Authentication:
     async def logout_everywhere(self, principal: UserPrincipal) -> int:
         async with self._uow() as uow:
             count = await uow.sessions.revoke_all_for_user(principal.user.id, self._clock.now())
+            await uow.commit()
+        return count
+
+    # --- operators ----------------------------------------------------------------------------
+
+    async def user_by_email(self, email: str) -> User:
+        address = normalise_email(email)
+        async with self._uow() as uow:
+            user = await uow.users.by_email(address) if address else None
+        if user is None:
+            raise NotFound(f"No user with email {email}")
+        return user
+
+    async def end_sessions(self, user_id: str) -> int:
+        """Sign a user out everywhere (an operator's answer to a stolen laptop)."""
+        async with self._uow() as uow:
+            count = await uow.sessions.revoke_all_for_user(user_id, self._clock.now())
             await uow.commit()
         return count
 

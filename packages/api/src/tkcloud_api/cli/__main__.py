@@ -1,0 +1,3 @@
+from tkcloud_api.cli import main
+
+raise SystemExit(main())
