@@ -1,9 +1,10 @@
 """In-memory fakes of the storage ports: EventStore, UsageReport, IngestDirectory and the
-tenancy unit of work (with the identity repositories of tests/fakes/identity.py), plus a
-reversible SecretBox.
+tenancy unit of work (with the identity repositories of tests/fakes/identity.py and the billing
+repository of tests/fakes/billing.py), plus a reversible SecretBox.
 
 They share one `FakeDatabase`, as the SQL adapters share one database, and pass the same
-contract tests (tests/integration/test_sql_contract.py, test_identity_contract.py). Set
+contract tests (tests/integration/test_sql_contract.py, test_identity_contract.py,
+test_billing_contract.py). Set
 `db.unavailable = True` to make every call raise `ServiceUnavailable("database")`, as an
 unreachable database does.
 """
@@ -12,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+import itertools
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from tests.fakes.billing import FakeBillingRepository, StoredPlanChange, StoredStripeEvent
 from tests.fakes.identity import (
     FakeApiKeyRepository,
     FakeInviteRepository,
@@ -28,6 +31,7 @@ from tests.fakes.identity import (
     FakeSessionRepository,
     FakeUserRepository,
 )
+from tkcloud_application.ports.billing import BillingRepository
 from tkcloud_application.ports.identity import (
     ApiKeyRepository,
     InviteRepository,
@@ -44,6 +48,7 @@ from tkcloud_application.ports.tenancy import (
     CredentialRepository,
     OrgRepository,
 )
+from tkcloud_domain.billing import BillingState
 from tkcloud_domain.errors import Conflict, ServiceUnavailable
 from tkcloud_domain.events import EventSchema
 from tkcloud_domain.identity import (
@@ -138,6 +143,15 @@ class FakeDatabase:
     invites: dict[str, Invite] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     oauth_states: dict[str, OAuthState] = field(default_factory=dict)  # by state
+    # Billing beside each org, by org id; its `plan` is not read: the org's plan is.
+    billing: dict[str, BillingState] = field(default_factory=dict)
+    stripe_events: dict[str, StoredStripeEvent] = field(default_factory=dict)  # by event id
+    plan_changes: dict[int, StoredPlanChange] = field(default_factory=dict)
+    # (org_id, kind, period) of the notifications sent
+    notifications_sent: dict[tuple[str, str, str], bool] = field(default_factory=dict)
+    plan_change_ids: Iterator[int] = field(
+        default_factory=lambda: itertools.count(1), compare=False, repr=False
+    )
     row_locks: RowLocks = field(default_factory=RowLocks, compare=False, repr=False)
     unavailable: bool = False
 
@@ -465,6 +479,10 @@ class StagedTables:
     invites: Staged[str, Invite]
     api_keys: Staged[str, ApiKey]
     oauth_states: Staged[str, OAuthState]
+    billing: Staged[str, BillingState]
+    stripe_events: Staged[str, StoredStripeEvent]
+    plan_changes: Staged[int, StoredPlanChange]
+    notifications_sent: Staged[tuple[str, str, str], bool]
 
     @classmethod
     def of(cls, db: FakeDatabase) -> StagedTables:
@@ -491,6 +509,7 @@ class FakeTenancyUnitOfWork:
     invites: InviteRepository
     api_keys: ApiKeyRepository
     oauth_states: OAuthStateRepository
+    billing: BillingRepository
 
     def __init__(self, db: FakeDatabase) -> None:
         self.db = db
@@ -514,6 +533,15 @@ class FakeTenancyUnitOfWork:
         self.invites = FakeInviteRepository(t.invites, t.orgs, lock_row)
         self.api_keys = FakeApiKeyRepository(t.api_keys, t.orgs)
         self.oauth_states = FakeOAuthStateRepository(t.oauth_states, lock_row)
+        self.billing = FakeBillingRepository(
+            orgs=t.orgs,
+            billing=t.billing,
+            stripe_events=t.stripe_events,
+            plan_changes=t.plan_changes,
+            notifications_sent=t.notifications_sent,
+            plan_change_ids=self.db.plan_change_ids,
+            lock_row=lock_row,
+        )
         self._active = True
         return self
 

@@ -198,3 +198,9 @@ def test_a_password_in_a_bad_url_is_not_repeated() -> None:
         load_settings({"TKCLOUD_SMTP_URL": "mailto://user:hunter2@mail.example"})
     assert "hunter2" not in str(raised.value)
     assert "user:***@mail.example" in str(raised.value)
+
+
+def test_stripe_needs_all_its_settings_and_the_secret_is_not_repeated() -> None:
+    with pytest.raises(SettingsError, match="TKCLOUD_STRIPE_WEBHOOK_SECRET") as raised:
+        load_settings({"TKCLOUD_STRIPE_SECRET_KEY": "sk_test_do_not_print"})
+    assert "sk_test_do_not_print" not in str(raised.value)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -17,12 +19,16 @@ from tkcloud_api import __version__
 from tkcloud_api.container import Container, build_container, settle
 from tkcloud_api.http.dashboard.apps import AppController, OrgAppsController
 from tkcloud_api.http.dashboard.auth_routes import AuthController, me
+from tkcloud_api.http.dashboard.billing import BillingController
 from tkcloud_api.http.dashboard.orgs import InviteResponseController, OrgController
 from tkcloud_api.http.dashboard.principal import provide_principal
 from tkcloud_api.http.errors import EXCEPTION_HANDLERS
 from tkcloud_api.http.health import health
 from tkcloud_api.http.ingest import ingest
+from tkcloud_api.http.webhooks import stripe_webhook
 from tkcloud_api.settings import load_settings
+
+logger = logging.getLogger("tkcloud.app")
 
 # What controllers receive by name (NamedDependency) -> the container provider behind it.
 # All are request-independent, so each is resolved once when the app starts.
@@ -35,6 +41,7 @@ SERVICES = {
     "api_keys": "api_keys",
     "apps": "app_management",
     "clock": "clock",
+    "subscriptions": "subscriptions",
 }
 
 ROUTES: list[ControllerRouterHandler] = [
@@ -46,6 +53,8 @@ ROUTES: list[ControllerRouterHandler] = [
     InviteResponseController,
     OrgAppsController,
     AppController,
+    BillingController,
+    stripe_webhook,
 ]
 
 
@@ -61,9 +70,28 @@ async def running(container: Container, state: State) -> AsyncIterator[None]:
         state.public_url = settings.resolved_public_url
         state.dashboard_url = settings.resolved_dashboard_url
         state.secure_cookies = settings.secure_cookies
-        yield
+        job = asyncio.create_task(
+            _every(settings.billing_job_seconds, state.subscriptions.apply_due)
+        )
+        try:
+            yield
+        finally:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
     finally:
         await settle(container.shutdown_resources())
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[object]]) -> None:
+    """Run `work` every `seconds` for the app's lifetime. Every worker runs it: the work is
+    idempotent. A failure (the database being away) is logged and retried next time."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception:
+            logger.exception("periodic job %s failed", getattr(work, "__qualname__", work))
 
 
 def create_app(container: Container | None = None) -> Litestar:

@@ -37,8 +37,11 @@ from tkcloud_adapters.sql.ingest_directory import SqlIngestDirectory
 from tkcloud_adapters.sql.migrate import upgrade
 from tkcloud_adapters.sql.outbox import SqlOutbox
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
+from tkcloud_adapters.stripe.gateway import StripePaymentGateway
 from tkcloud_adapters.system import RandomIdGenerator, SystemClock
 from tkcloud_api.settings import Settings, SettingsError
+from tkcloud_application.billing.quota_alerts import QuotaAlerts
+from tkcloud_application.billing.subscriptions import Subscriptions
 from tkcloud_application.dashboard.api_keys import ApiKeys
 from tkcloud_application.dashboard.apps import AppManagement
 from tkcloud_application.dashboard.invitations import Invitations
@@ -47,7 +50,9 @@ from tkcloud_application.identity.access import Access
 from tkcloud_application.identity.authentication import Authentication
 from tkcloud_application.ingestion.app_cache import CachedIngestDirectory
 from tkcloud_application.ingestion.ingest_batch import IngestBatch
+from tkcloud_application.ports.billing import PaymentGateway
 from tkcloud_application.tenancy.operations import TenancyOperations
+from tkcloud_domain.plans import Plan
 
 
 async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
@@ -93,6 +98,22 @@ def _cache_backend(settings: Settings) -> str:
 
 def _mail_backend(settings: Settings) -> str:
     return "smtp" if settings.smtp_url else "outbox"
+
+
+async def _stripe(settings: Settings) -> AsyncIterator[PaymentGateway | None]:
+    if not settings.stripe_secret_key:
+        yield None  # billing endpoints answer ERR_NOT_CONFIGURED; operators set plans
+        return
+    gateway = StripePaymentGateway(
+        settings.stripe_secret_key,
+        settings.stripe_webhook_secret,
+        {Plan.PRO: settings.stripe_price_pro, Plan.BUSINESS: settings.stripe_price_business},
+        api_base=settings.stripe_api_base or None,
+    )
+    try:
+        yield gateway
+    finally:
+        await gateway.aclose()
 
 
 def _github(settings: Settings) -> GitHubOAuthProvider | None:
@@ -160,6 +181,18 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    quota_alerts = providers.Singleton(
+        QuotaAlerts,
+        uow=tenancy_uow,
+        mailer=providers.Selector(
+            providers.Callable(_mail_backend, settings),
+            smtp=providers.Singleton(
+                SmtpMailer, settings.provided.smtp_url, settings.provided.mail_from
+            ),
+            outbox=providers.Singleton(SqlOutbox, engine, ids, clock),
+        ),
+        dashboard_url=settings.provided.resolved_dashboard_url,
+    )
     ingest_batch = providers.Singleton(
         IngestBatch,
         directory=ingest_directory,
@@ -168,6 +201,7 @@ class Container(containers.DeclarativeContainer):
         quota=quota,
         events=event_store,
         clock=clock,
+        alerts=quota_alerts,
     )
     tenancy = providers.Singleton(
         TenancyOperations,
@@ -223,6 +257,19 @@ class Container(containers.DeclarativeContainer):
     api_keys = providers.Singleton(ApiKeys, uow=tenancy_uow, access=access, ids=ids, clock=clock)
     app_management = providers.Singleton(
         AppManagement, access=access, tenancy=tenancy, events=event_store, clock=clock
+    )
+
+    # --- billing ---------------------------------------------------------------------------------
+    payment_gateway = providers.Resource(_stripe, settings)
+    subscriptions = providers.Singleton(
+        Subscriptions,
+        uow=tenancy_uow,
+        access=access,
+        gateway=payment_gateway,
+        mailer=mailer,
+        clock=clock,
+        dashboard_url=settings.provided.resolved_dashboard_url,
+        on_plan_change=ingest_directory.provided.invalidate,
     )
 
 

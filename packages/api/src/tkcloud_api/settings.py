@@ -51,6 +51,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     github_client_secret: str = ""
     github_url: str = "https://github.com"  # OAuth endpoints (tests point it at a stand-in)
     github_api_url: str = "https://api.github.com"
+    # Billing (Stripe); without a secret key billing endpoints answer 503 ERR_NOT_CONFIGURED
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_price_pro: str = ""  # Stripe price ids, per plan
+    stripe_price_business: str = ""
+    stripe_api_base: str = ""  # empty: Stripe's own; tests point it at a stand-in
+    billing_job_seconds: float = 60.0  # how often scheduled downgrades and grace ends are applied
     # Mail
     smtp_url: str = ""  # smtp://user:pass@host:587 (STARTTLS) or smtps://...; empty: outbox
     mail_from: str = "telemetry-kit cloud <noreply@localhost>"
@@ -77,6 +84,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("cookie_secure: expected auto, true or false")
         if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtps://")):
             raise ValueError("smtp_url: expected smtp://user:password@host:port or smtps://...")
+        if self.stripe_secret_key and not (
+            self.stripe_webhook_secret and self.stripe_price_pro and self.stripe_price_business
+        ):
+            raise ValueError(
+                "stripe_secret_key: also set TKCLOUD_STRIPE_WEBHOOK_SECRET, "
+                "TKCLOUD_STRIPE_PRICE_PRO and TKCLOUD_STRIPE_PRICE_BUSINESS"
+            )
+        if not math.isfinite(self.billing_job_seconds) or self.billing_job_seconds <= 0:
+            raise ValueError("billing_job_seconds: expected a positive number")
         if bool(self.github_client_id) != bool(self.github_client_secret):
             raise ValueError("github_client_id: set both GitHub client id and secret, or neither")
         if re.fullmatch(r"[a-z0-9-]{1,32}", self.region) is None:
@@ -138,13 +154,17 @@ def _explain(message: str, values: Mapping[str, str]) -> str:
     if m:
         field = m.group("field")
         what = m.group("what").replace("Expected", "expected").replace(", got `str`", "")
-        return f"{PREFIX}{field.upper()}: {what} (got {_shown(values.get(field))!r})"
+        return f"{PREFIX}{field.upper()}: {what} (got {_shown(field, values.get(field))!r})"
     field, sep, rest = message.partition(": ")
     if sep and field.isidentifier():
-        return f"{PREFIX}{field.upper()}: {rest} (got {_shown(values.get(field))!r})"
+        return f"{PREFIX}{field.upper()}: {rest} (got {_shown(field, values.get(field))!r})"
     return message
 
 
-def _shown(value: str | None) -> str | None:
-    """The value as it may appear in a log: a password inside a URL is masked."""
-    return None if value is None else _SECRET_IN_URL.sub(r"\1***@", value)
+def _shown(field: str, value: str | None) -> str | None:
+    """The value as it may appear in a log: secrets and passwords inside URLs are masked."""
+    if value is None:
+        return None
+    if "secret" in field or field.endswith("_key"):
+        return "***"
+    return _SECRET_IN_URL.sub(r"\1***@", value)

@@ -145,3 +145,10 @@ class NotConfigured(DomainError):
 
     code = "ERR_NOT_CONFIGURED"
     default_message = "This feature is not configured on this server"
+
+
+class InvalidWebhook(DomainError):
+    """A webhook whose signature is missing, wrong or too old, or whose body is not an event."""
+
+    code = "ERR_INVALID_WEBHOOK"
+    default_message = "Invalid webhook signature or payload"

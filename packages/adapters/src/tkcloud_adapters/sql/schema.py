@@ -25,6 +25,8 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -96,8 +98,18 @@ orgs = Table(
     Column("region", String, nullable=False),
     Column("custom_events_per_month", BigInteger),
     Column("custom_retention_days", Integer),
-    Column("stripe_customer_id", String),
+    Column("stripe_customer_id", String, index=True, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # Billing (tkcloud_domain.billing.BillingState), kept beside the plan it governs so that a
+    # plan change and the state that caused it are written in one row.
+    Column("subscription_id", String),
+    Column("subscription_status", String),  # a SubscriptionStatus value
+    Column("current_period_end", UtcDateTime),
+    Column("cancel_at_period_end", Boolean, nullable=False, server_default=false()),
+    Column("pending_plan", String),  # takes effect at pending_at
+    Column("pending_at", UtcDateTime),
+    Column("grace_until", UtcDateTime),
+    Column("billing_as_of", UtcDateTime),  # the Stripe time of the last state applied
 )
 
 apps = Table(
@@ -187,6 +199,42 @@ dnt_daily = Table(
     Column("day", Date, nullable=False),
     Column("requests", BigInteger, nullable=False),
     PrimaryKeyConstraint("app_id", "day"),
+)
+
+# --- billing -------------------------------------------------------------------------------------
+
+# Stripe event ids already handled: a redelivered event finds its id here and changes nothing.
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("type", String, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+# Every plan change of an org, for its owners to see.
+plan_changes = Table(
+    "plan_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", String, ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("from_plan", String, nullable=False),
+    Column("to_plan", String, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("actor", String, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+# Notifications sent once per org, kind and period (e.g. quota_80 for 2026-12).
+notifications_sent = Table(
+    "notifications_sent",
+    metadata,
+    Column("org_id", String, ForeignKey("orgs.id"), nullable=False),
+    Column("kind", String, nullable=False),
+    Column("period", String, nullable=False),
+    # The database's clock: claiming takes no time from the caller.
+    Column("sent_at", UtcDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    PrimaryKeyConstraint("org_id", "kind", "period"),
 )
 
 # --- people and programs ------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Orgs, apps and credentials on SQL, and the unit of work (one connection, one transaction)
-that holds every tenancy and identity repository."""
+that holds every tenancy, identity and billing repository."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Self
 from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tkcloud_adapters.sql.billing import SqlBillingRepository
 from tkcloud_adapters.sql.errors import database_errors
 from tkcloud_adapters.sql.identity import (
     SqlApiKeyRepository,
@@ -29,6 +30,7 @@ from tkcloud_adapters.sql.schema import (
     orgs,
     usage_monthly,
 )
+from tkcloud_application.ports.billing import BillingRepository
 from tkcloud_application.ports.identity import (
     ApiKeyRepository,
     InviteRepository,
@@ -62,6 +64,7 @@ class SqlTenancyUnitOfWork:
     invites: InviteRepository
     api_keys: ApiKeyRepository
     oauth_states: OAuthStateRepository
+    billing: BillingRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -88,6 +91,7 @@ class SqlTenancyUnitOfWork:
         self.invites = SqlInviteRepository(conn)
         self.api_keys = SqlApiKeyRepository(conn)
         self.oauth_states = SqlOAuthStateRepository(conn)
+        self.billing = SqlBillingRepository(conn)
         return self
 
     async def __aexit__(

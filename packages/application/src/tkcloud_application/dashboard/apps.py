@@ -22,12 +22,15 @@ class Allowance:
     month: str
     events_this_month: int
     events_limit: int | None  # None: unlimited
+    # What the limit is counted on: for a production app, every production app of its org.
+    counted: int | None = None
 
     @property
     def events_remaining(self) -> int | None:
         if self.events_limit is None:
             return None
-        return max(0, self.events_limit - self.events_this_month)
+        used = self.events_this_month if self.counted is None else self.counted
+        return max(0, self.events_limit - used)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +114,16 @@ class AppManagement:
             return await self.staging_usage(principal, app_id)
         month = month_key(self._clock.now())
         rows = await self._tenancy.usage(app.org_id, month)
-        used = sum(
-            r.events for r in rows if r.app_id == app_id and r.environment is Environment.PRODUCTION
-        )
+        production = [r for r in rows if r.environment is Environment.PRODUCTION]
+        used = sum(r.events for r in production if r.app_id == app_id)
         org = await self._tenancy.get_org(app.org_id)
-        return Allowance(month, used, org.limits.events_per_month)
+        org_used = sum(r.events for r in production)
+        return Allowance(month, used, org.limits.events_per_month, counted=org_used)
 
     async def staging_usage(self, principal: Principal, app_id: str) -> Allowance:
-        await self._access.require_app(principal, app_id, Action.USAGE_READ)
+        app = await self._access.require_app(principal, app_id, Action.USAGE_READ)
+        if app.environment is not Environment.STAGING:
+            raise Conflict("This app is in production: its events count against the org's quota")
         month = month_key(self._clock.now())
         used = await self._events.events_this_month(QuotaScope("app", app_id), month)
         return Allowance(month, used, STAGING_EVENTS_PER_MONTH)

@@ -62,8 +62,15 @@ class SessionGrant:
 
 
 def safe_redirect(target: str | None) -> str:
-    """Only same-site relative paths: never an open redirect to another host."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only same-site relative paths: never an open redirect to another host. Control
+    characters are refused too: browsers drop tabs and newlines, so "/\t/evil" is "//evil"."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    ):
         return "/"
     return target
 
@@ -121,15 +128,16 @@ class Authentication:
         identity = await oauth.identity(
             code=code, code_verifier=pending.code_verifier, redirect_uri=self._callback_url
         )
-        if identity.verified_email is None:
+        email = normalise_email(identity.verified_email or "")
+        if email is None:
             raise SignInFailed("Your GitHub account has no verified email address")
         async with self._uow() as uow:
             user = await uow.users.by_github_id(identity.id)
             if user is None:
-                user = await uow.users.by_email(identity.verified_email)
+                user = await uow.users.by_email(email)
                 if user is None:
                     user = replace(
-                        self._new_user(identity.verified_email, identity.name or identity.login),
+                        self._new_user(email, identity.name or identity.login),
                         github_id=identity.id,
                         github_login=identity.login,
                     )
@@ -138,6 +146,7 @@ class Authentication:
                     raise SignInFailed("This email is linked to another GitHub account")
                 else:
                     await uow.users.link_github(user.id, identity.id, identity.login)
+                    user = replace(user, github_id=identity.id, github_login=identity.login)
             grant = await self._open_session(uow, user, pending.redirect_to)
             await uow.commit()
         return grant

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from tkcloud_application.billing.quota_alerts import QuotaAlerts
 from tkcloud_application.ports.ingestion import (
     EventStore,
     IngestDirectory,
@@ -43,7 +44,7 @@ from tkcloud_domain.events import (
     decode_envelope,
     parse_event,
 )
-from tkcloud_domain.limits import RateLimitState
+from tkcloud_domain.limits import QuotaDecision, RateLimitState
 from tkcloud_domain.months import month_key, seconds_until_next_month, start_of_next_month
 from tkcloud_domain.tenancy import IngestApp
 
@@ -107,7 +108,9 @@ class IngestBatch:
         quota: QuotaCounter,
         events: EventStore,
         clock: Clock,
+        alerts: QuotaAlerts | None = None,
     ) -> None:
+        self._alerts = alerts
         self._directory = directory
         self._nonces = nonces
         self._rate_limiter = rate_limiter
@@ -203,6 +206,7 @@ class IngestBatch:
 
         # 8. the monthly quota: a batch is admitted whole while the count before it is under it.
         limit = app.events_per_month
+        decision: QuotaDecision | None = None
         if limit is not None:
             scope = app.quota_scope
             decision = await self._quota.reserve(
@@ -243,6 +247,8 @@ class IngestBatch:
                 )
             if valid:
                 stored = await self._events.store(app, valid, now)
+            if decision is not None and stored and app.quota_scope.kind == "org":
+                await self._alert(app, month, decision.used_before, stored, limit)
             duplicates = len(valid) - stored + in_batch_duplicates
             return IngestResult(
                 accepted=stored + duplicates,
@@ -253,6 +259,15 @@ class IngestBatch:
         finally:
             if limit is not None and reserved > stored:
                 await self._give_back(app, month, reserved - stored)
+
+    async def _alert(
+        self, app: IngestApp, month: str, used_before: int, stored: int, limit: int | None
+    ) -> None:
+        if self._alerts is None or limit is None:
+            return
+        crossed = self._alerts.crossed(used_before, used_before + stored, limit)
+        if crossed:
+            await self._alerts.notify(app.org_id, month, crossed, limit)
 
     async def _give_back(self, app: IngestApp, month: str, amount: int) -> None:
         # If the cache is gone the counter over-counts until it is re-seeded from the event

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from tkcloud_application.ports.billing import BillingRepository
 from tkcloud_application.ports.identity import (
     ApiKeyRepository,
     InviteRepository,
@@ -105,6 +106,7 @@ class TenancyUnitOfWork(Protocol):
     invites: InviteRepository
     api_keys: ApiKeyRepository
     oauth_states: OAuthStateRepository
+    billing: BillingRepository
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from tkcloud_application.ports.system import Clock, IdGenerator, SecretBox
 from tkcloud_application.ports.tenancy import AppUsage, TenancyUnitOfWork, UsageReport
+from tkcloud_domain.billing import PlanChange
 from tkcloud_domain.errors import Conflict, NotFound, ValidationFailed
 from tkcloud_domain.identity import Membership, Role
 from tkcloud_domain.months import month_key
@@ -132,6 +133,7 @@ class TenancyOperations:
         *,
         custom_events_per_month: int | None = None,
         custom_retention_days: int | None = None,
+        actor: str = "operator",
     ) -> Org:
         if plan is not Plan.ENTERPRISE and (
             custom_events_per_month is not None or custom_retention_days is not None
@@ -141,9 +143,13 @@ class TenancyOperations:
             if value is not None and value <= 0:
                 raise ValidationFailed("custom quota and retention must be positive")
         async with self._uow() as uow:
-            if await uow.orgs.get(org_id) is None:
+            before = await uow.orgs.get(org_id)
+            if before is None:
                 raise NotFound(f"No org {org_id}")
             await uow.orgs.set_plan(org_id, plan, custom_events_per_month, custom_retention_days)
+            if before.plan is not plan:
+                change = PlanChange(org_id, before.plan, plan, "operator", actor, self._clock.now())
+                await uow.billing.record_change(change)
             await uow.commit()
         self._on_change(org_id, None)
         return await self.get_org(org_id)

@@ -1,0 +1,1 @@
+"""Billing: checkout, the customer portal, Stripe webhooks, the plan lifecycle, quota mail."""
