@@ -109,14 +109,31 @@ async def test_github_links_to_the_user_with_the_same_verified_email(sign_in: Si
     assert (me["user_id"], me["github_login"]) == (user_id, "dev")
 
 
+def assert_sent_back_to_sign_in(response: httpx.Response, reason: str = "") -> None:
+    """A failed GitHub sign-in returns the browser to the dashboard's sign-in page."""
+    assert response.status_code == 302, response.text
+    location = urlsplit(response.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{PUBLIC_URL}/sign-in"
+    query = parse_qs(location.query)
+    assert query["error"] == ["ERR_SIGN_IN_FAILED"]
+    assert reason in query["reason"][0]
+    assert "tk_session" not in response.cookies
+
+
 async def test_a_forged_state_is_refused(sign_in: SignIn) -> None:
     client = sign_in.stack.http_client()
     response = await client.get(
         "/api/v1/auth/github/callback", params={"code": "abc", "state": "forged"}
     )
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "ERR_SIGN_IN_FAILED"
-    assert "tk_session" not in response.cookies
+    assert_sent_back_to_sign_in(response, "state")
+
+
+async def test_a_cancelled_github_sign_in_goes_back_to_the_sign_in_page(sign_in: SignIn) -> None:
+    sign_in.github.add_account(3, "octocat", None, emails=[("o@example.com", True, True)])
+    sign_in.github.approve_as(None)  # the user clicks "Cancel" on GitHub
+    client = sign_in.stack.http_client()
+    response = await client.get(await github_round_trip(sign_in, client))
+    assert_sent_back_to_sign_in(response, "access_denied")
 
 
 async def test_a_replayed_callback_or_code_is_refused(sign_in: SignIn) -> None:
@@ -126,8 +143,7 @@ async def test_a_replayed_callback_or_code_is_refused(sign_in: SignIn) -> None:
     callback = await github_round_trip(sign_in, client)
     assert (await client.get(callback)).status_code == 302
     replay = await sign_in.stack.http_client().get(callback)  # same state and code
-    assert replay.status_code == 400
-    assert replay.json()["error"]["code"] == "ERR_SIGN_IN_FAILED"
+    assert_sent_back_to_sign_in(replay, "state")
 
     # A fresh state with the old code: GitHub refuses the code.
     old_code = parse_qs(urlsplit(callback).query)["code"][0]
@@ -135,8 +151,7 @@ async def test_a_replayed_callback_or_code_is_refused(sign_in: SignIn) -> None:
     reused = await sign_in.stack.http_client().get(
         "/api/v1/auth/github/callback", params={"code": old_code, "state": fresh}
     )
-    assert reused.status_code == 400
-    assert reused.json()["error"]["code"] == "ERR_SIGN_IN_FAILED"
+    assert_sent_back_to_sign_in(reused)
 
 
 async def test_a_github_account_without_a_verified_email_is_refused(sign_in: SignIn) -> None:
@@ -144,8 +159,7 @@ async def test_a_github_account_without_a_verified_email_is_refused(sign_in: Sig
     sign_in.github.approve_as("ghost")
     client = sign_in.stack.http_client()
     response = await client.get(await github_round_trip(sign_in, client))
-    assert response.status_code == 400
-    assert "verified email" in response.json()["error"]["message"]
+    assert_sent_back_to_sign_in(response, "verified email")
     assert (await client.get("/api/v1/me")).status_code == 401
 
 
@@ -235,6 +249,19 @@ async def test_magic_links_are_rate_limited_per_address_and_per_ip(sign_in: Sign
     assert (
         await other_ip.post("/api/v1/auth/magic-link", json={"email": "z@example.com"})
     ).status_code == 202
+
+
+async def test_a_cross_site_form_cannot_post_a_sign_in_token(sign_in: SignIn) -> None:
+    """Login CSRF: a form on another site posts the attacker's token as text/plain."""
+    client = sign_in.stack.http_client()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        response = await client.post(
+            "/api/v1/auth/magic-link/verify",
+            content=b'{"token": "attackers-token"}',
+            headers={"content-type": content_type},
+        )
+        assert response.status_code == 415, content_type
+        assert response.json()["error"]["code"] == "ERR_UNSUPPORTED_MEDIA_TYPE"
 
 
 async def test_a_bad_address_is_a_validation_error(sign_in: SignIn) -> None:

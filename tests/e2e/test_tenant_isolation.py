@@ -31,6 +31,7 @@ SAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "ApiKeyRequest": {"name": "k", "scopes": ["analytics:read"]},
     "ConfirmBody": {"confirm": "x"},
     "TokenBody": {"token": "x"},
+    "CheckoutBody": {"plan": "pro"},
 }
 
 
@@ -168,7 +169,7 @@ async def test_an_observer_gets_403_on_every_write(stack: Stack) -> None:
 
 
 def test_sample_bodies_decode_into_their_types() -> None:
-    from tkcloud_api.http.dashboard import schemas
+    from tkcloud_api.http.dashboard import billing, schemas
 
     for name, body in SAMPLE_BODIES.items():
-        msgspec.convert(body, getattr(schemas, name))
+        msgspec.convert(body, getattr(schemas, name, None) or getattr(billing, name))

@@ -25,6 +25,7 @@ from tkcloud_api.http.dashboard.principal import provide_principal
 from tkcloud_api.http.errors import EXCEPTION_HANDLERS
 from tkcloud_api.http.health import health
 from tkcloud_api.http.ingest import ingest
+from tkcloud_api.http.json_only import require_json_body
 from tkcloud_api.http.webhooks import stripe_webhook
 from tkcloud_api.settings import load_settings
 
@@ -114,6 +115,7 @@ def create_app(container: Container | None = None) -> Litestar:
         route_handlers=ROUTES,
         dependencies=dependencies,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=require_json_body,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="telemetry-kit cloud", version=__version__),
     )

@@ -9,7 +9,9 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -82,8 +84,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("session_days: expected at least 1")
         if self.cookie_secure not in {"auto", "true", "false"}:
             raise ValueError("cookie_secure: expected auto, true or false")
-        if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtps://")):
-            raise ValueError("smtp_url: expected smtp://user:password@host:port or smtps://...")
+        if self.smtp_url:
+            parts = urlsplit(self.smtp_url)
+            if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+                raise ValueError("smtp_url: expected smtp://user:password@host:port or smtps://...")
+        name, address = parseaddr(self.mail_from)
+        if "@" not in address or address.startswith("@") or address.endswith("@"):
+            raise ValueError("mail_from: expected an address, e.g. Name <noreply@example.com>")
         if self.stripe_secret_key and not (
             self.stripe_webhook_secret and self.stripe_price_pro and self.stripe_price_business
         ):

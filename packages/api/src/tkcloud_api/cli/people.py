@@ -180,7 +180,8 @@ def apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 def mail_outbox(args: argparse.Namespace, settings: Settings) -> int:
     async def work(c: Container) -> Any:
-        return await (await service(c, "outbox")).recent(limit=args.limit, to=args.to)
+        to = args.to.strip().lower() if args.to else None
+        return await (await service(c, "outbox")).recent(limit=args.limit, to=to)
 
     mails = run(settings, work)
     items = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         else "Postgres"
     )
     caches = "Redis" if settings.redis_url else "in-process caches"
+    if not settings.embedded_database and not settings.smtp_url:
+        print(
+            "warning: TKCLOUD_SMTP_URL is not set: sign-in links and invites go to the "
+            "outbox table (`tkcloud mail outbox`), not to anyone's inbox",
+            file=sys.stderr,
+        )
     print(
         f"telemetry-kit cloud listening on http://{host}:{port} "
         f"({storage}, {caches}, {workers} worker{'s' if workers > 1 else ''})",

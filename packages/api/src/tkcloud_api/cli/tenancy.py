@@ -9,6 +9,7 @@ from tkcloud_api.cli.common import command, emit, group, run, service
 from tkcloud_api.container import Container
 from tkcloud_api.settings import Settings
 from tkcloud_application.tenancy.operations import CreatedApp
+from tkcloud_domain.errors import ValidationFailed
 from tkcloud_domain.plans import Plan
 from tkcloud_domain.tenancy import App, Environment, IssuedCredential, Org
 
@@ -112,6 +113,10 @@ def app_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def app_promote(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.yes:
+        raise ValidationFailed(
+            "promotion deletes the app's staging events and cannot be undone: add --yes"
+        )
     app, deleted = _tenancy(settings, lambda t: t.promote_app(args.app_id))
     text = f"{app.name} is in production; {deleted} staging event(s) deleted"
     return emit(args, {**app_dict(app), "staging_events_deleted": deleted}, text)
@@ -172,6 +177,7 @@ def register(sub: Any) -> Any:
     p.add_argument("--org", required=True)
     p = command(app, "promote", app_promote, "staging -> production (deletes staging events)")
     p.add_argument("app_id")
+    p.add_argument("--yes", action="store_true", help="confirm: the staging events are deleted")
     creds = group(app, "credentials", "rotate or revoke")
     p = command(creds, "rotate", credentials_rotate, "new credentials; old ones get a grace period")
     p.add_argument("app_id")

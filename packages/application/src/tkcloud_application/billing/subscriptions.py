@@ -90,8 +90,8 @@ class Subscriptions:
     # --- for owners ------------------------------------------------------------------------
 
     async def overview(self, principal: Principal, org_id: str) -> BillingOverview:
-        self._require_gateway()
         await self._access.require(principal, org_id, Action.BILLING_MANAGE)
+        self._require_gateway()
         async with self._uow() as uow:
             state = await uow.billing.state(org_id)
             changes = await uow.billing.changes(org_id)
@@ -100,8 +100,8 @@ class Subscriptions:
         return BillingOverview(state, changes)
 
     async def checkout(self, principal: Principal, org_id: str, plan: Plan) -> str:
-        gateway = self._require_gateway()
         await self._access.require(principal, org_id, Action.BILLING_MANAGE)
+        gateway = self._require_gateway()
         if plan not in PAID_PLANS:
             raise ValidationFailed("plan: expected pro or business", details={"field": "plan"})
         customer_id, state = await self._customer(org_id)
@@ -119,8 +119,8 @@ class Subscriptions:
         )
 
     async def portal(self, principal: Principal, org_id: str) -> str:
-        gateway = self._require_gateway()
         await self._access.require(principal, org_id, Action.BILLING_MANAGE)
+        gateway = self._require_gateway()
         customer_id, _ = await self._customer(org_id)
         return await gateway.portal_url(
             customer_id=customer_id, return_url=f"{self._dashboard_url}/orgs/{org_id}/billing"

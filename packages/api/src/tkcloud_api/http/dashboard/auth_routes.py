@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie, State
@@ -21,6 +22,7 @@ from tkcloud_api.http.dashboard.schemas import (
 )
 from tkcloud_application.dashboard.organisations import Organisations, require_user
 from tkcloud_application.identity.authentication import Authentication, SessionGrant
+from tkcloud_domain.errors import DomainError, SignInFailed
 from tkcloud_domain.identity import Principal
 
 Auth = NamedDependency[SkipValidation[Authentication]]
@@ -67,10 +69,19 @@ class AuthController(Controller):
         self,
         authentication: Auth,
         state: State,
-        code: Annotated[str, QueryParameter(name="code")],
-        oauth_state: Annotated[str, QueryParameter(name="state")],
+        code: Annotated[str | None, QueryParameter(name="code")] = None,
+        oauth_state: Annotated[str, QueryParameter(name="state")] = "",
+        error: Annotated[str | None, QueryParameter(name="error")] = None,
     ) -> Redirect:
-        grant = await authentication.finish_github(oauth_state, code)
+        """A browser lands here, so failures go back to the dashboard's sign-in page with the
+        error code (and a readable reason) rather than as a JSON body."""
+        try:
+            if error or not code:
+                raise SignInFailed(f"GitHub did not approve the sign-in ({error or 'no code'})")
+            grant = await authentication.finish_github(oauth_state, code)
+        except DomainError as exc:
+            query = urlencode({"error": exc.code, "reason": exc.message})
+            return Redirect(f"{state.dashboard_url}/sign-in?{query}", status_code=302)
         return Redirect(
             f"{state.dashboard_url}{grant.redirect_to}",
             status_code=302,
