@@ -22,10 +22,11 @@ import json
 import secrets
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.support.standin import ThreadedStandIn
 
 _DOCS = "https://docs.github.com/rest"
 _TROUBLESHOOTING = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/"
@@ -49,7 +50,9 @@ class _Grant:
     scope: str
 
 
-class GitHubStandIn:
+class GitHubStandIn(ThreadedStandIn):
+    service = "GitHub"
+
     def __init__(
         self,
         *,
@@ -57,6 +60,7 @@ class GitHubStandIn:
         client_secret: str = "standin-client-secret",  # noqa: S107 (a test double's own)
         callback_url: str | None = None,
     ) -> None:
+        super().__init__()
         """`callback_url`: the OAuth app's registered callback; None accepts any redirect_uri."""
         self.client_id = client_id
         self.client_secret = client_secret
@@ -70,8 +74,6 @@ class GitHubStandIn:
         # Handler threads and the test touch the same dicts; the lock also makes a code's
         # single use hold when two exchanges race.
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- configuration -------------------------------------------------------------------
 
@@ -97,60 +99,8 @@ class GitHubStandIn:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the GitHub stand-in is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """Both `oauth_url` and `api_url`: one server plays github.com and api.github.com."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        handler = type("_BoundHandler", (_Handler,), {"github": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        # A short poll interval keeps stop() (which waits for the loop to notice) quick.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Close the listening socket: GitHub is unreachable afterwards (connection refused)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # Starting and stopping take milliseconds and never wait on the test's event loop (the
-    # server has its own threads), so the async form simply delegates.
-    async def __aenter__(self) -> Self:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("_BoundHandler", (_Handler,), {"github": self})
 
     # --- the endpoints (called from handler threads) --------------------------------------
 

@@ -32,10 +32,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.support.standin import ThreadedStandIn
 
 API_VERSION = "2025-03-31.basil"  # the first version with today's shapes
 LEGACY_API_VERSION = "2024-06-20"  # a version with the shapes from before
@@ -69,7 +70,9 @@ class _Subscription:
     item_id: str = field(default_factory=lambda: _new_id("si"))
 
 
-class StripeStandIn:
+class StripeStandIn(ThreadedStandIn):
+    service = "Stripe"
+
     def __init__(
         self,
         *,
@@ -77,6 +80,7 @@ class StripeStandIn:
         webhook_secret: str = "whsec_standin" + "0" * 19,
         api_version: str = API_VERSION,
     ) -> None:
+        super().__init__()
         self.secret_key = secret_key
         self.webhook_secret = webhook_secret
         # The account's API version: events are rendered in it, and so are answers to
@@ -94,8 +98,6 @@ class StripeStandIn:
         self._idempotent: dict[str, Answer] = {}
         # Handler threads and the test touch the same dicts.
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- Stripe's side: what a dashboard user, a customer or time does ---------------------
 
@@ -206,60 +208,8 @@ class StripeStandIn:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the Stripe stand-in is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """The `api_base` to give the adapter."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        handler = type("_BoundHandler", (_Handler,), {"stripe": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        # A short poll interval keeps stop() (which waits for the loop to notice) quick.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Close the listening socket: Stripe is unreachable afterwards (connection refused)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # Starting and stopping never wait on the test's event loop (the server has its own
-    # threads), so the async form simply delegates.
-    async def __aenter__(self) -> Self:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("_BoundHandler", (_Handler,), {"stripe": self})
 
     # --- the API (called from handler threads) ----------------------------------------------
 

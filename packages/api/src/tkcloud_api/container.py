@@ -181,16 +181,19 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    # --- mail ----------------------------------------------------------------------------------
+    outbox = providers.Singleton(SqlOutbox, engine, ids, clock)
+    mailer = providers.Selector(
+        providers.Callable(_mail_backend, settings),
+        smtp=providers.Singleton(
+            SmtpMailer, settings.provided.smtp_url, settings.provided.mail_from
+        ),
+        outbox=outbox,
+    )
     quota_alerts = providers.Singleton(
         QuotaAlerts,
         uow=tenancy_uow,
-        mailer=providers.Selector(
-            providers.Callable(_mail_backend, settings),
-            smtp=providers.Singleton(
-                SmtpMailer, settings.provided.smtp_url, settings.provided.mail_from
-            ),
-            outbox=providers.Singleton(SqlOutbox, engine, ids, clock),
-        ),
+        mailer=mailer,
         dashboard_url=settings.provided.resolved_dashboard_url,
     )
     ingest_batch = providers.Singleton(
@@ -218,14 +221,6 @@ class Container(containers.DeclarativeContainer):
     )
 
     # --- people and programs -------------------------------------------------------------------
-    outbox = providers.Singleton(SqlOutbox, engine, ids, clock)
-    mailer = providers.Selector(
-        providers.Callable(_mail_backend, settings),
-        smtp=providers.Singleton(
-            SmtpMailer, settings.provided.smtp_url, settings.provided.mail_from
-        ),
-        outbox=outbox,
-    )
     oauth = providers.Singleton(_github, settings)
     access = providers.Singleton(Access, uow=tenancy_uow)
     authentication = providers.Singleton(

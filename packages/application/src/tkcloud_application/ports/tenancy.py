@@ -17,6 +17,7 @@ from tkcloud_application.ports.identity import (
     SessionRepository,
     UserRepository,
 )
+from tkcloud_application.ports.sharing import BadgeSettings, ShareLinkRepository
 from tkcloud_domain.plans import Plan
 from tkcloud_domain.tenancy import App, Credential, Environment, Org
 
@@ -107,6 +108,9 @@ class TenancyUnitOfWork(Protocol):
     api_keys: ApiKeyRepository
     oauth_states: OAuthStateRepository
     billing: BillingRepository
+    # Public sharing: share links and each app's badge switch.
+    share_links: ShareLinkRepository
+    badges: BadgeSettings
 
 
 @dataclass(frozen=True, slots=True)
