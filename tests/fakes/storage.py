@@ -31,6 +31,7 @@ from tests.fakes.identity import (
     FakeSessionRepository,
     FakeUserRepository,
 )
+from tests.fakes.sharing import FakeBadgeSettings, FakeShareLinkRepository
 from tkcloud_application.ports.billing import BillingRepository
 from tkcloud_application.ports.identity import (
     ApiKeyRepository,
@@ -41,6 +42,7 @@ from tkcloud_application.ports.identity import (
     SessionRepository,
     UserRepository,
 )
+from tkcloud_application.ports.sharing import BadgeSettings, ShareLinkRepository
 from tkcloud_application.ports.system import Clock, SecretBox
 from tkcloud_application.ports.tenancy import (
     AppRepository,
@@ -63,6 +65,7 @@ from tkcloud_domain.identity import (
 from tkcloud_domain.limits import QuotaScope
 from tkcloud_domain.months import month_key
 from tkcloud_domain.plans import Plan
+from tkcloud_domain.sharing import ShareLink
 from tkcloud_domain.tenancy import (
     App,
     Credential,
@@ -152,6 +155,10 @@ class FakeDatabase:
     plan_change_ids: Iterator[int] = field(
         default_factory=lambda: itertools.count(1), compare=False, repr=False
     )
+    # Public sharing: share links by id, and the badge switch of each app (a column of `apps`
+    # in SQL, so deleting the app drops it).
+    share_links: dict[str, ShareLink] = field(default_factory=dict)
+    badges: dict[str, bool] = field(default_factory=dict)
     row_locks: RowLocks = field(default_factory=RowLocks, compare=False, repr=False)
     unavailable: bool = False
 
@@ -418,6 +425,10 @@ class FakeAppRepository:
         for dnt_key, _ in t.dnt.items():
             if dnt_key[0] == app_id:
                 t.dnt.delete(dnt_key)
+        for share_id, link in t.share_links.items():
+            if link.app_id == app_id:
+                t.share_links.delete(share_id)
+        t.badges.delete(app_id)
         self._apps.delete(app_id)
 
     async def delete_events(self, app_id: str) -> int:
@@ -483,6 +494,8 @@ class StagedTables:
     stripe_events: Staged[str, StoredStripeEvent]
     plan_changes: Staged[int, StoredPlanChange]
     notifications_sent: Staged[tuple[str, str, str], bool]
+    share_links: Staged[str, ShareLink]
+    badges: Staged[str, bool]
 
     @classmethod
     def of(cls, db: FakeDatabase) -> StagedTables:
@@ -510,6 +523,8 @@ class FakeTenancyUnitOfWork:
     api_keys: ApiKeyRepository
     oauth_states: OAuthStateRepository
     billing: BillingRepository
+    share_links: ShareLinkRepository
+    badges: BadgeSettings
 
     def __init__(self, db: FakeDatabase) -> None:
         self.db = db
@@ -542,6 +557,8 @@ class FakeTenancyUnitOfWork:
             plan_change_ids=self.db.plan_change_ids,
             lock_row=lock_row,
         )
+        self.share_links = FakeShareLinkRepository(t.share_links, t.apps)
+        self.badges = FakeBadgeSettings(t.badges, t.apps)
         self._active = True
         return self
 

@@ -9,7 +9,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tkcloud_domain.errors import ValidationFailed
 
-PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30), "90d": timedelta(days=90)}
+PERIODS = {
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+}
 MAX_RANGE = timedelta(days=731)
 
 
@@ -30,7 +35,9 @@ class Window:
         return self.end - self.start <= timedelta(days=2)
 
 
-def window(now: datetime, period: str | None, start: datetime | None, end: datetime | None) -> Window:
+def window(
+    now: datetime, period: str | None, start: datetime | None, end: datetime | None
+) -> Window:
     if start is not None or end is not None:
         if start is None or end is None:
             raise ValidationFailed("from and to: give both, or a period")

@@ -101,7 +101,12 @@ class Outcome:
 
 
 def apply_subscription(
-    state: BillingState, sub: Subscription, *, now: datetime, actor: str
+    state: BillingState,
+    sub: Subscription,
+    *,
+    now: datetime,
+    actor: str,
+    reason: str = "subscription updated",
 ) -> Outcome:
     """Fold one subscription snapshot into the org's billing state.
 
@@ -111,6 +116,10 @@ def apply_subscription(
     if state.as_of is not None and sub.as_of < state.as_of:
         return Outcome(Decision.STALE, state)
     if state.plan is Plan.ENTERPRISE:
+        return Outcome(Decision.IGNORED, state)
+    if sub.plan is None and sub.status.grants_plan:
+        # A price we do not sell (or no longer configure): leave the org as it is rather than
+        # guess, and rather than drop a paying customer to Free.
         return Outcome(Decision.IGNORED, state)
     base = BillingState(
         org_id=state.org_id,
@@ -125,14 +134,16 @@ def apply_subscription(
     )
     if not sub.status.grants_plan or sub.plan is None:
         if sub.status in (SubscriptionStatus.INCOMPLETE, SubscriptionStatus.INCOMPLETE_EXPIRED):
-            return Outcome(
-                Decision.APPLIED, replace(base, plan=state.plan)
-            )  # never paid: no change
+            # Never paid for: nothing changes.
+            return Outcome(Decision.APPLIED, replace(base, plan=state.plan))
         # Canceled or unpaid: the subscription is over.
         return _change(base, Plan.FREE, "subscription ended", actor, now)
     wanted = Plan.FREE if sub.cancel_at_period_end else sub.plan
+    if sub.status is SubscriptionStatus.PAST_DUE and is_upgrade(state.plan, wanted):
+        # An unpaid subscription never raises a plan (after a grace period ran out, say).
+        return Outcome(Decision.APPLIED, base)
     if is_upgrade(state.plan, wanted) or wanted is state.plan:
-        return _change(base, wanted, "subscription updated", actor, now)
+        return _change(base, wanted, reason, actor, now)
     # A downgrade or a cancellation: the org keeps what it paid for until the period ends.
     scheduled = replace(base, pending_plan=wanted, pending_at=sub.current_period_end)
     if scheduled.pending_at is not None and scheduled.pending_at <= now:

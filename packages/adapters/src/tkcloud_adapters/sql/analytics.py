@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, Executable, and_, case, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tkcloud_adapters.sql.errors import database_errors
@@ -48,10 +48,11 @@ class SqlAnalyticsReader:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
 
-    async def _all(self, query: Select[Any]) -> Sequence[Any]:
+    async def _all(self, query: Executable) -> Sequence[Any]:
         with database_errors():
             async with self._engine.connect() as conn:
-                return (await conn.execute(query)).all()
+                rows: Sequence[Any] = (await conn.execute(query)).all()
+                return rows
 
     async def totals(self, app_id: str, window: Window, filters: Filters) -> Totals:
         query = select(
@@ -77,9 +78,13 @@ class SqlAnalyticsReader:
             return [Point(key, counts[key], len(users[key])) for key in sorted(counts)]
         # Grouped over a subquery: a GROUP BY repeating date_trunc would carry bind parameters
         # of its own, which Postgres cannot prove equal to the SELECT's.
-        rows_in = select(
-            _pg_trunc("hour" if window.hourly else "day", tz).label("bucket"), events.c.user_id
-        ).where(*where).subquery()
+        rows_in = (
+            select(
+                _pg_trunc("hour" if window.hourly else "day", tz).label("bucket"), events.c.user_id
+            )
+            .where(*where)
+            .subquery()
+        )
         query = (
             select(rows_in.c.bucket, func.count(), func.count(rows_in.c.user_id.distinct()))
             .group_by(rows_in.c.bucket)
@@ -164,9 +169,9 @@ class SqlAnalyticsReader:
         if not names:
             return {}
         named = [name for name in names if name is not None]
-        which = events.c.command.in_(named)
-        if None in names:
-            which = which | events.c.command.is_(None)
+        which = or_(
+            events.c.command.in_(named), events.c.command.is_(None) if None in names else false()
+        )
         count = func.count()
         query = (
             select(events.c.command, events.c.exit_code, count)
@@ -184,7 +189,9 @@ class SqlAnalyticsReader:
         self, app_id: str, window: Window, filters: Filters, limit: int
     ) -> list[Count]:
         return await self._top(
-            events.c.feature, [*_scope(app_id, window, filters), events.c.feature.is_not(None)], limit
+            events.c.feature,
+            [*_scope(app_id, window, filters), events.c.feature.is_not(None)],
+            limit,
         )
 
     async def breakdown(

@@ -121,6 +121,8 @@ apps = Table(
     Column("environment", String, nullable=False),
     Column("active", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # The owner's opt-in to public README badges of the app's monthly counts.
+    Column("badges_enabled", Boolean, nullable=False, server_default=false()),
 )
 
 app_credentials = Table(
@@ -199,6 +201,24 @@ dnt_daily = Table(
     Column("day", Date, nullable=False),
     Column("requests", BigInteger, nullable=False),
     PrimaryKeyConstraint("app_id", "day"),
+)
+
+# --- public sharing ------------------------------------------------------------------------------
+
+# Read-only public views of one app's analytics. The slug is the link's whole secret (at least 128
+# random bits); it is kept in clear because the app's members list their links' URLs.
+share_links = Table(
+    "share_links",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("org_id", String, ForeignKey("orgs.id"), nullable=False),
+    Column("app_id", String, ForeignKey("apps.id"), nullable=False, index=True),
+    Column("slug", String, nullable=False, unique=True),
+    Column("created_by", String),  # a user id; NULL when an operator or an API key made it
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+    Column("include_events", Boolean, nullable=False, server_default=false()),
 )
 
 # --- billing -------------------------------------------------------------------------------------

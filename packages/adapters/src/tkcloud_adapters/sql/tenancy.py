@@ -28,8 +28,10 @@ from tkcloud_adapters.sql.schema import (
     dnt_daily,
     events,
     orgs,
+    share_links,
     usage_monthly,
 )
+from tkcloud_adapters.sql.sharing import SqlBadgeSettings, SqlShareLinkRepository
 from tkcloud_application.ports.billing import BillingRepository
 from tkcloud_application.ports.identity import (
     ApiKeyRepository,
@@ -40,6 +42,7 @@ from tkcloud_application.ports.identity import (
     SessionRepository,
     UserRepository,
 )
+from tkcloud_application.ports.sharing import BadgeSettings, ShareLinkRepository
 from tkcloud_application.ports.tenancy import (
     AppRepository,
     CredentialRepository,
@@ -65,6 +68,8 @@ class SqlTenancyUnitOfWork:
     api_keys: ApiKeyRepository
     oauth_states: OAuthStateRepository
     billing: BillingRepository
+    share_links: ShareLinkRepository
+    badges: BadgeSettings
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -92,6 +97,8 @@ class SqlTenancyUnitOfWork:
         self.api_keys = SqlApiKeyRepository(conn)
         self.oauth_states = SqlOAuthStateRepository(conn)
         self.billing = SqlBillingRepository(conn)
+        self.share_links = SqlShareLinkRepository(conn)
+        self.badges = SqlBadgeSettings(conn)
         return self
 
     async def __aexit__(
@@ -194,7 +201,7 @@ class SqlAppRepository(SqlRepository):
 
     async def delete(self, app_id: str) -> None:
         # Children first: the credentials' foreign key refuses an app that still has them.
-        for table in (app_credentials, events, usage_monthly, dnt_daily):
+        for table in (app_credentials, share_links, events, usage_monthly, dnt_daily):
             await self._execute(delete(table).where(table.c.app_id == app_id))
         await self._execute(delete(apps).where(apps.c.id == app_id))
 

@@ -24,9 +24,9 @@ MAX_WEBHOOK_BYTES = 1024 * 1024  # Stripe events are a few KiB
 async def stripe_webhook(
     request: Request[Any, Any, Any],
     subscriptions: NamedDependency[SkipValidation[Subscriptions]],
-) -> dict[str, str]:
+) -> dict[str, object]:
     body = await request.body()
     if len(body) > MAX_WEBHOOK_BYTES:
-        raise PayloadTooLarge()
+        raise PayloadTooLarge("Webhook body exceeds 1 MiB")
     result = await subscriptions.handle_webhook(body, request.headers.get("stripe-signature"))
-    return {"received": "true", "result": result}
+    return {"received": True, "result": result}

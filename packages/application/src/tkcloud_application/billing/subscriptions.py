@@ -24,7 +24,13 @@ from tkcloud_domain.billing import (
     payment_failed,
     payment_succeeded,
 )
-from tkcloud_domain.errors import Conflict, NotConfigured, NotFound, ValidationFailed
+from tkcloud_domain.errors import (
+    Conflict,
+    DomainError,
+    NotConfigured,
+    NotFound,
+    ValidationFailed,
+)
 from tkcloud_domain.identity import Action, Principal, Role
 from tkcloud_domain.plans import Plan
 
@@ -167,7 +173,7 @@ class Subscriptions:
             # customer.subscription.* event already applied is never undone by it.
             snapshot = await gateway.subscription(event.subscription_id, as_of=event.created)
         changed_org: str | None = None
-        mail: MailMessage | None = None
+        mails: list[MailMessage] = []
         async with self._uow() as uow:
             if not await uow.billing.claim_event(event.id, event.type, self._clock.now()):
                 return "duplicate"
@@ -180,13 +186,20 @@ class Subscriptions:
             if event.type == "invoice.payment_failed":
                 new = payment_failed(state, now=now)
                 if new.grace_until is not None and new != state:
-                    mail = await self._payment_failed_mail(uow, new)
+                    mails = await self._payment_failed_mails(uow, new)
                 outcome = Outcome(Decision.APPLIED, new)
             elif event.type == "invoice.paid":
                 outcome = Outcome(Decision.APPLIED, payment_succeeded(state))
             else:
                 assert snapshot is not None
-                outcome = apply_subscription(state, snapshot, now=now, actor=event.id)
+                reason = (
+                    "checkout"
+                    if event.type == "checkout.session.completed"
+                    else "subscription updated"
+                )
+                outcome = apply_subscription(
+                    state, snapshot, now=now, actor=event.id, reason=reason
+                )
             if outcome.decision is Decision.APPLIED:
                 await uow.billing.save(outcome.state)
             if outcome.change is not None:
@@ -195,8 +208,13 @@ class Subscriptions:
             await uow.commit()
         if changed_org is not None:
             self._on_plan_change(changed_org, None)
-        if mail is not None:
-            await self._mailer.send(mail)
+        for mail in mails:
+            try:
+                await self._mailer.send(mail)
+            except DomainError as exc:
+                # The event is processed and recorded; failing the webhook now would only make
+                # Stripe redeliver a duplicate. The billing page shows the grace period anyway.
+                logger.warning("payment-failed mail to %s not sent: %s", mail.to, exc.message)
         return outcome.decision.value
 
     async def _find(self, uow: TenancyUnitOfWork, event: WebhookEvent) -> BillingState | None:
@@ -211,24 +229,27 @@ class Subscriptions:
             return state
         return None
 
-    async def _payment_failed_mail(
+    async def _payment_failed_mails(
         self, uow: TenancyUnitOfWork, state: BillingState
-    ) -> MailMessage | None:
+    ) -> list[MailMessage]:
         org = await uow.orgs.get(state.org_id)
-        owners = await owner_emails(uow, state.org_id)
-        if org is None or not owners or state.grace_until is None:
-            return None
-        return MailMessage(
-            to=owners[0],
-            subject=f"Payment failed for {org.name} on telemetry-kit cloud",
-            text=(
-                f"We could not charge the payment method of {org.name}. Your {state.plan.value} "
-                f"plan stays active until {state.grace_until:%Y-%m-%d %H:%M} UTC; after that "
-                "the org moves to the Free plan.\n\nUpdate the payment method here:\n"
-                f"{self._dashboard_url}/orgs/{state.org_id}/billing\n"
-            ),
-            kind="payment_failed",
-        )
+        if org is None or state.grace_until is None:
+            return []
+        return [
+            MailMessage(
+                to=owner,
+                subject=f"Payment failed for {org.name} on telemetry-kit cloud",
+                text=(
+                    f"We could not charge the payment method of {org.name}. Your "
+                    f"{state.plan.value} plan stays active until "
+                    f"{state.grace_until:%Y-%m-%d %H:%M} UTC; after that the org moves to the "
+                    "Free plan.\n\nUpdate the payment method here:\n"
+                    f"{self._dashboard_url}/orgs/{state.org_id}/billing\n"
+                ),
+                kind="payment_failed",
+            )
+            for owner in await owner_emails(uow, state.org_id)
+        ]
 
     # --- the periodic job -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from tkcloud_application.ports.system import Clock, IdGenerator, SecretBox
@@ -147,6 +147,15 @@ class TenancyOperations:
             if before is None:
                 raise NotFound(f"No org {org_id}")
             await uow.orgs.set_plan(org_id, plan, custom_events_per_month, custom_retention_days)
+            billing = await uow.billing.state(org_id)
+            if billing is not None:
+                # The operator's word is final: no scheduled downgrade or running grace period
+                # may undo it later.
+                await uow.billing.save(
+                    replace(
+                        billing, plan=plan, pending_plan=None, pending_at=None, grace_until=None
+                    )
+                )
             if before.plan is not plan:
                 change = PlanChange(org_id, before.plan, plan, "operator", actor, self._clock.now())
                 await uow.billing.record_change(change)
