@@ -64,10 +64,14 @@ def endpoints_with_ids(stack: Stack) -> list[Endpoint]:
     return found
 
 
+# Path parameters that are not ids get a valid value, so only the ids decide the answer.
+OTHER_PATH_PARAMS = {"dimension": "os", "metric": "events-per-month", "slug": "x" * 43}
+
+
 async def call(
     client: httpx.AsyncClient, endpoint: Endpoint, ids: dict[str, str]
 ) -> httpx.Response:
-    path = endpoint.path.format(**ids)
+    path = endpoint.path.format(**ids, **OTHER_PATH_PARAMS)
     return await client.request(
         endpoint.method,
         path,

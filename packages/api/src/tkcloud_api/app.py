@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler
 
 from tkcloud_api import __version__
 from tkcloud_api.container import Container, build_container, settle
+from tkcloud_api.http.dashboard.analytics import AnalyticsController
 from tkcloud_api.http.dashboard.apps import AppController, OrgAppsController
 from tkcloud_api.http.dashboard.auth_routes import AuthController, me
 from tkcloud_api.http.dashboard.billing import BillingController
@@ -43,6 +44,7 @@ SERVICES = {
     "apps": "app_management",
     "clock": "clock",
     "subscriptions": "subscriptions",
+    "analytics": "analytics",
 }
 
 ROUTES: list[ControllerRouterHandler] = [
@@ -56,6 +58,7 @@ ROUTES: list[ControllerRouterHandler] = [
     AppController,
     BillingController,
     stripe_webhook,
+    AnalyticsController,
 ]
 
 

@@ -31,6 +31,7 @@ from tkcloud_adapters.redis.client import create_redis
 from tkcloud_adapters.redis.nonces import RedisNonceStore
 from tkcloud_adapters.redis.quota import RedisQuotaCounter
 from tkcloud_adapters.redis.rate_limiter import RedisRateLimiter
+from tkcloud_adapters.sql.analytics import SqlAnalyticsReader
 from tkcloud_adapters.sql.engine import create_engine
 from tkcloud_adapters.sql.event_store import SqlEventStore
 from tkcloud_adapters.sql.ingest_directory import SqlIngestDirectory
@@ -40,6 +41,7 @@ from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
 from tkcloud_adapters.stripe.gateway import StripePaymentGateway
 from tkcloud_adapters.system import RandomIdGenerator, SystemClock
 from tkcloud_api.settings import Settings, SettingsError
+from tkcloud_application.analytics.queries import AppAnalytics
 from tkcloud_application.billing.quota_alerts import QuotaAlerts
 from tkcloud_application.billing.subscriptions import Subscriptions
 from tkcloud_application.dashboard.api_keys import ApiKeys
@@ -252,6 +254,14 @@ class Container(containers.DeclarativeContainer):
     api_keys = providers.Singleton(ApiKeys, uow=tenancy_uow, access=access, ids=ids, clock=clock)
     app_management = providers.Singleton(
         AppManagement, access=access, tenancy=tenancy, events=event_store, clock=clock
+    )
+
+    # --- analytics -------------------------------------------------------------------------------
+    analytics = providers.Singleton(
+        AppAnalytics,
+        access=access,
+        reader=providers.Singleton(SqlAnalyticsReader, engine),
+        clock=clock,
     )
 
     # --- billing ---------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ _EXTENSIONS = {
 @dataclass(frozen=True, slots=True)
 class EventExport:
     """A validated, authorised export, not started yet: iterating it runs the queries, so that
-    every refusal happens before the first byte (and the HTTP status) is sent."""
+    every refusal happens before the first byte (and the HTTP status) is sent. Single use: the
+    chunks are a generator, iterated once."""
 
     format: ExportFormat
     media_type: str

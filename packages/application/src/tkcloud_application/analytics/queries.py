@@ -55,6 +55,7 @@ class AppAnalytics:
 
     async def _window(self, principal: Principal, app_id: str, query: AnalyticsQuery) -> Window:
         await self._access.require_app(principal, app_id, Action.ANALYTICS_READ)
+        timezone(query.tz)  # a bad zone is refused even where buckets do not need one
         return window(self._clock.now(), query.period, query.start, query.end)
 
     async def totals(
