@@ -19,7 +19,7 @@ from tests.support.stack import Stack
 # Fixed email addresses: each test gets a database of its own.
 pytestmark = pytest.mark.fresh_database
 
-ID_PARAMS = {"org_id", "app_id", "user_id", "invite_id", "key_id"}
+ID_PARAMS = {"org_id", "app_id", "user_id", "invite_id", "key_id", "share_id"}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 # A valid body for every request type, so the request reaches authorisation. A new body type
@@ -32,6 +32,8 @@ SAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "ConfirmBody": {"confirm": "x"},
     "TokenBody": {"token": "x"},
     "CheckoutBody": {"plan": "pro"},
+    "ShareRequest": {"include_events": True},
+    "BadgesBody": {"enabled": True},
 }
 
 
@@ -65,7 +67,12 @@ def endpoints_with_ids(stack: Stack) -> list[Endpoint]:
 
 
 # Path parameters that are not ids get a valid value, so only the ids decide the answer.
-OTHER_PATH_PARAMS = {"dimension": "os", "metric": "events-per-month", "slug": "x" * 43}
+OTHER_PATH_PARAMS = {
+    "dimension": "os",
+    "metric": "events-per-month",
+    "slug": "x" * 43,
+    "event_id": "212ae2eb-17ce-48e1-a544-95173521796d",
+}
 
 
 async def call(
@@ -97,6 +104,7 @@ async def world(stack: Stack, owner: httpx.AsyncClient, member_email: str) -> di
     key = await owner.post(
         f"/api/v1/orgs/{org_id}/api-keys", json={"name": "ci", "scopes": ["manage"]}
     )
+    share = await owner.post(f"/api/v1/apps/{app['app']['app_id']}/shares", json={})
     me = (await member.get("/api/v1/me")).json()
     assert invite.status_code == pending.status_code == key.status_code == 201
     return {
@@ -105,6 +113,7 @@ async def world(stack: Stack, owner: httpx.AsyncClient, member_email: str) -> di
         "user_id": me["user"]["user_id"],
         "invite_id": pending.json()["invite_id"],
         "key_id": key.json()["key"]["key_id"],
+        "share_id": share.json()["share_id"],
     }
 
 
@@ -173,7 +182,8 @@ async def test_an_observer_gets_403_on_every_write(stack: Stack) -> None:
 
 
 def test_sample_bodies_decode_into_their_types() -> None:
-    from tkcloud_api.http.dashboard import billing, schemas
+    from tkcloud_api.http.dashboard import billing, schemas, sharing
 
     for name, body in SAMPLE_BODIES.items():
-        msgspec.convert(body, getattr(schemas, name, None) or getattr(billing, name))
+        kind = next(getattr(m, name) for m in (schemas, billing, sharing) if hasattr(m, name))
+        msgspec.convert(body, kind)

@@ -24,6 +24,7 @@ from tkcloud_domain.identity import (
     Membership,
     OperatorPrincipal,
     Role,
+    SharePrincipal,
     User,
     UserPrincipal,
 )
@@ -33,7 +34,7 @@ MISSING_ORG = "00000000-0000-4000-8000-000000000000"
 MISSING_APP = "00000000-0000-4000-8000-000000000001"
 
 A = Action
-READ = {A.ORG_READ, A.APPS_READ, A.USAGE_READ, A.ANALYTICS_READ}
+READ = {A.ORG_READ, A.APPS_READ, A.USAGE_READ, A.ANALYTICS_READ, A.EVENTS_READ}
 MEMBER = READ | {A.APPS_WRITE, A.MEMBERS_READ}
 ADMIN = MEMBER | {A.ORG_WRITE, A.MEMBERS_WRITE, A.KEYS_MANAGE}
 OWNER = ADMIN | {A.ORG_DELETE, A.BILLING_MANAGE}
@@ -322,3 +323,20 @@ async def test_require_app_lets_an_operator_reach_any_app_but_not_a_missing_one(
     assert await w.access.require_app(OperatorPrincipal(), app.id, A.APPS_WRITE) == app
     with pytest.raises(NotFound):
         await w.access.require_app(OperatorPrincipal(), MISSING_APP, A.APPS_READ)
+
+
+async def test_a_share_link_reads_only_its_apps_analytics() -> None:
+    w = World()
+    org = await w.org()
+    app, other = await w.app(org), await w.app(org)
+    link = SharePrincipal(app_id=app.id, include_events=False)
+    assert await w.access.require_app(link, app.id, A.ANALYTICS_READ) == app
+    with pytest.raises(NotFound):
+        await w.access.require_app(link, other.id, A.ANALYTICS_READ)
+    with pytest.raises(NotFound):
+        await w.access.require(link, org.id, A.ORG_READ)
+    for action in (A.EVENTS_READ, A.APPS_READ, A.USAGE_READ, A.APPS_WRITE):
+        with pytest.raises(Forbidden):
+            await w.access.require_app(link, app.id, action)
+    with_events = SharePrincipal(app_id=app.id, include_events=True)
+    assert await w.access.require_app(with_events, app.id, A.EVENTS_READ) == app

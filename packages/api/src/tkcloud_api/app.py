@@ -21,8 +21,16 @@ from tkcloud_api.http.dashboard.analytics import AnalyticsController
 from tkcloud_api.http.dashboard.apps import AppController, OrgAppsController
 from tkcloud_api.http.dashboard.auth_routes import AuthController, me
 from tkcloud_api.http.dashboard.billing import BillingController
+from tkcloud_api.http.dashboard.events import EventsController, export_events
 from tkcloud_api.http.dashboard.orgs import InviteResponseController, OrgController
 from tkcloud_api.http.dashboard.principal import provide_principal
+from tkcloud_api.http.dashboard.sharing import (
+    PublicAnalyticsController,
+    PublicEventsController,
+    SharesController,
+    badge,
+    public_app,
+)
 from tkcloud_api.http.errors import EXCEPTION_HANDLERS
 from tkcloud_api.http.health import health
 from tkcloud_api.http.ingest import ingest
@@ -45,6 +53,8 @@ SERVICES = {
     "clock": "clock",
     "subscriptions": "subscriptions",
     "analytics": "analytics",
+    "explorer": "explorer",
+    "sharing": "sharing",
 }
 
 ROUTES: list[ControllerRouterHandler] = [
@@ -59,6 +69,13 @@ ROUTES: list[ControllerRouterHandler] = [
     BillingController,
     stripe_webhook,
     AnalyticsController,
+    EventsController,
+    export_events,
+    SharesController,
+    PublicAnalyticsController,
+    PublicEventsController,
+    public_app,
+    badge,
 ]
 
 

@@ -34,13 +34,16 @@ from tkcloud_adapters.redis.rate_limiter import RedisRateLimiter
 from tkcloud_adapters.sql.analytics import SqlAnalyticsReader
 from tkcloud_adapters.sql.engine import create_engine
 from tkcloud_adapters.sql.event_store import SqlEventStore
+from tkcloud_adapters.sql.explorer import ArrowParquetEncoder, SqlEventReader
 from tkcloud_adapters.sql.ingest_directory import SqlIngestDirectory
 from tkcloud_adapters.sql.migrate import upgrade
 from tkcloud_adapters.sql.outbox import SqlOutbox
+from tkcloud_adapters.sql.sharing import SqlMonthlyUsers
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
 from tkcloud_adapters.stripe.gateway import StripePaymentGateway
 from tkcloud_adapters.system import RandomIdGenerator, SystemClock
 from tkcloud_api.settings import Settings, SettingsError
+from tkcloud_application.analytics.explorer import EventExplorer
 from tkcloud_application.analytics.queries import AppAnalytics
 from tkcloud_application.billing.quota_alerts import QuotaAlerts
 from tkcloud_application.billing.subscriptions import Subscriptions
@@ -53,6 +56,7 @@ from tkcloud_application.identity.authentication import Authentication
 from tkcloud_application.ingestion.app_cache import CachedIngestDirectory
 from tkcloud_application.ingestion.ingest_batch import IngestBatch
 from tkcloud_application.ports.billing import PaymentGateway
+from tkcloud_application.sharing.links import Sharing
 from tkcloud_application.tenancy.operations import TenancyOperations
 from tkcloud_domain.plans import Plan
 
@@ -262,6 +266,24 @@ class Container(containers.DeclarativeContainer):
         access=access,
         reader=providers.Singleton(SqlAnalyticsReader, engine),
         clock=clock,
+    )
+
+    explorer = providers.Singleton(
+        EventExplorer,
+        access=access,
+        reader=providers.Singleton(SqlEventReader, engine),
+        parquet=providers.Singleton(ArrowParquetEncoder),
+        uow=tenancy_uow,
+        clock=clock,
+    )
+    sharing = providers.Singleton(
+        Sharing,
+        uow=tenancy_uow,
+        access=access,
+        ids=ids,
+        clock=clock,
+        usage=event_store,
+        users=providers.Singleton(SqlMonthlyUsers, engine),
     )
 
     # --- billing ---------------------------------------------------------------------------------

@@ -37,9 +37,18 @@ class Action(StrEnum):
     KEYS_MANAGE = "keys:manage"
     USAGE_READ = "usage:read"
     ANALYTICS_READ = "analytics:read"
+    EVENTS_READ = "events:read"  # raw events: the explorer and exports
 
 
-_READ = frozenset({Action.ORG_READ, Action.APPS_READ, Action.USAGE_READ, Action.ANALYTICS_READ})
+_READ = frozenset(
+    {
+        Action.ORG_READ,
+        Action.APPS_READ,
+        Action.USAGE_READ,
+        Action.ANALYTICS_READ,
+        Action.EVENTS_READ,
+    }
+)
 _MEMBER = _READ | {Action.APPS_WRITE, Action.MEMBERS_READ}
 _ADMIN = _MEMBER | {Action.ORG_WRITE, Action.MEMBERS_WRITE, Action.KEYS_MANAGE}
 _OWNER = _ADMIN | {Action.ORG_DELETE, Action.BILLING_MANAGE}
@@ -199,7 +208,21 @@ class OperatorPrincipal:
     name: str = "an operator"
 
 
-Principal = UserPrincipal | KeyPrincipal | OperatorPrincipal
+@dataclass(frozen=True, slots=True)
+class SharePrincipal:
+    """Anyone holding a live public share link: that one app's analytics, read-only, and its
+    raw events only if the owner opted in."""
+
+    app_id: str
+    include_events: bool
+
+    def allows(self, action: Action) -> bool:
+        return action is Action.ANALYTICS_READ or (
+            action is Action.EVENTS_READ and self.include_events
+        )
+
+
+Principal = UserPrincipal | KeyPrincipal | OperatorPrincipal | SharePrincipal
 
 
 def normalise_email(email: str) -> str | None:

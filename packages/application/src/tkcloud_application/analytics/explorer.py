@@ -105,7 +105,7 @@ class EventExplorer:
         filters: EventFilters | None = None,
     ) -> tuple[list[StoredEvent], str | None]:
         """Newest first; `next_cursor` is None on the last page."""
-        await self._access.require_app(principal, app_id, Action.ANALYTICS_READ)
+        await self._access.require_app(principal, app_id, Action.EVENTS_READ)
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValidationFailed(
                 f"limit: expected 1 to {MAX_PAGE_SIZE}", details={"field": "limit"}
@@ -120,7 +120,7 @@ class EventExplorer:
         return items, next_cursor
 
     async def get(self, principal: Principal, app_id: str, event_id: str) -> StoredEvent:
-        await self._access.require_app(principal, app_id, Action.ANALYTICS_READ)
+        await self._access.require_app(principal, app_id, Action.EVENTS_READ)
         try:
             canonical = str(uuid.UUID(event_id))
         except ValueError:
@@ -137,10 +137,14 @@ class EventExplorer:
         fmt: str,
         start: datetime | None = None,
         end: datetime | None = None,
+        *,
+        org_id: str | None = None,
     ) -> EventExport:
         """The app's events with start <= timestamp < end, oldest first. `end` defaults to now,
         `start` to 30 days before `end`; at most two years."""
-        app = await self._access.require_app(principal, app_id, Action.ANALYTICS_READ)
+        app = await self._access.require_app(principal, app_id, Action.EVENTS_READ)
+        if org_id is not None and app.org_id != org_id:
+            raise NotFound(f"No app {app_id}")  # the export URL names both: they must agree
         try:
             export_format = ExportFormat(fmt)
         except ValueError:

@@ -70,6 +70,8 @@ class Organisations:
             return [await self.get(principal, principal.key.org_id)]
         if isinstance(principal, OperatorPrincipal):
             return [OrgView(org, None) for org in await self._tenancy.list_orgs()]
+        if not isinstance(principal, UserPrincipal):
+            return []
         async with self._uow() as uow:
             memberships = await uow.memberships.list_for_user(principal.user.id)
             views = []

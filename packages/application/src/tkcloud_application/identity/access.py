@@ -16,6 +16,7 @@ from tkcloud_domain.identity import (
     OperatorPrincipal,
     Principal,
     Role,
+    SharePrincipal,
     UserPrincipal,
 )
 from tkcloud_domain.tenancy import App
@@ -26,6 +27,8 @@ class Access:
         self._uow = uow
 
     async def require(self, principal: Principal, org_id: str, action: Action) -> None:
+        if isinstance(principal, SharePrincipal):
+            raise NotFound(f"No org {org_id}")  # a share link opens one app, never its org
         if isinstance(principal, OperatorPrincipal):
             async with self._uow() as uow:
                 if await uow.orgs.get(org_id) is None:
@@ -56,6 +59,16 @@ class Access:
 
     async def require_app(self, principal: Principal, app_id: str, action: Action) -> App:
         """The app, if the principal may do `action` in the app's org."""
+        if isinstance(principal, SharePrincipal):
+            if principal.app_id != app_id:
+                raise NotFound(f"No app {app_id}")
+            if not principal.allows(action):
+                raise Forbidden("A share link only reads this app's analytics")
+            async with self._uow() as uow:
+                shared = await uow.apps.get(app_id)
+            if shared is None:
+                raise NotFound(f"No app {app_id}")
+            return shared
         async with self._uow() as uow:
             app = await uow.apps.get(app_id)
         if app is None:
