@@ -257,3 +257,13 @@ def test_operator_people_commands(tmp_path: Path) -> None:
     unknown = tkcloud(env, "user", "show", "nobody@example.com")
     assert unknown.returncode == 1
     assert "ERR_NOT_FOUND" in unknown.stderr
+
+
+def test_retention_run_command(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TKCLOUD_")}
+    env["TKCLOUD_DATA_DIR"] = str(tmp_path)
+    org = tkcloud_json(env, "org", "create", "--name", "Kept")["org_id"]
+    app = tkcloud_json(env, "app", "create", "--org", org, "--name", "tool")["app_id"]
+    result = tkcloud_json(env, "retention", "run")
+    assert result["deleted"] == 0
+    assert [(i["app_id"], i["retention_days"]) for i in result["items"]] == [(app, 30)]

@@ -91,15 +91,21 @@ async def running(container: Container, state: State) -> AsyncIterator[None]:
         state.public_url = settings.resolved_public_url
         state.dashboard_url = settings.resolved_dashboard_url
         state.secure_cookies = settings.secure_cookies
-        job = asyncio.create_task(
-            _every(settings.billing_job_seconds, state.subscriptions.apply_due)
-        )
+        retention = await settle(container.retention())
+        jobs = [
+            asyncio.create_task(
+                _every(settings.billing_job_seconds, state.subscriptions.apply_due)
+            ),
+            asyncio.create_task(_every(settings.retention_job_seconds, retention.run)),
+        ]
         try:
             yield
         finally:
-            job.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await job
+            for job in jobs:
+                job.cancel()
+            for job in jobs:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
     finally:
         await settle(container.shutdown_resources())
 

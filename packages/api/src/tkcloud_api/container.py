@@ -38,6 +38,7 @@ from tkcloud_adapters.sql.explorer import ArrowParquetEncoder, SqlEventReader
 from tkcloud_adapters.sql.ingest_directory import SqlIngestDirectory
 from tkcloud_adapters.sql.migrate import upgrade
 from tkcloud_adapters.sql.outbox import SqlOutbox
+from tkcloud_adapters.sql.retention import SqlEventPurger
 from tkcloud_adapters.sql.sharing import SqlMonthlyUsers
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
 from tkcloud_adapters.stripe.gateway import StripePaymentGateway
@@ -58,6 +59,7 @@ from tkcloud_application.ingestion.ingest_batch import IngestBatch
 from tkcloud_application.ports.billing import PaymentGateway
 from tkcloud_application.sharing.links import Sharing
 from tkcloud_application.tenancy.operations import TenancyOperations
+from tkcloud_application.tenancy.retention import RetentionJob
 from tkcloud_domain.plans import Plan
 
 
@@ -284,6 +286,13 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         usage=event_store,
         users=providers.Singleton(SqlMonthlyUsers, engine),
+    )
+
+    retention = providers.Singleton(
+        RetentionJob,
+        uow=tenancy_uow,
+        store=providers.Singleton(SqlEventPurger, engine),
+        clock=clock,
     )
 
     # --- billing ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tkcloud_api.cli import people, service, tenancy
+from tkcloud_api.cli import export, people, service, tenancy
 from tkcloud_api.cli.common import Handler
 from tkcloud_api.settings import SettingsError, load_settings
 from tkcloud_domain.errors import DomainError
@@ -40,4 +40,5 @@ def build_parser() -> argparse.ArgumentParser:
     service.register(sub)
     org = tenancy.register(sub)
     people.register(sub, org)
+    export.register(sub)
     return parser

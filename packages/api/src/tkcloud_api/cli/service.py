@@ -95,6 +95,21 @@ def demo_text(settings: Settings) -> str:
     )
 
 
+def retention_run(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(container: Container) -> Any:
+        return await (await service(container, "retention")).run()
+
+    purges = run(settings, work)
+    items = [
+        {"org_id": p.org_id, "app_id": p.app_id, "retention_days": p.retention_days,
+         "older_than": p.older_than.isoformat(), "deleted": p.deleted}
+        for p in purges
+    ]  # fmt: skip
+    total = sum(p.deleted for p in purges)
+    text = f"Deleted {total} event(s) past their retention in {len(purges)} app(s)"
+    return emit(args, {"items": items, "deleted": total}, text)
+
+
 def register(sub: Any) -> None:
     p = command(sub, "serve", serve, "run the service (embedded by default)", json_flag=False)
     p.add_argument("--host")
@@ -103,6 +118,13 @@ def register(sub: Any) -> None:
     p.add_argument("--demo", action="store_true", help="create a demo org and app first")
     command(group(sub, "db", "database schema"), "upgrade", db_upgrade, "apply pending migrations")
     command(sub, "keygen", keygen, "print a new TKCLOUD_SECRET_KEY")
+    retention = group(sub, "retention", "data retention per plan")
+    command(
+        retention,
+        "run",
+        retention_run,
+        "delete events older than their plan keeps (the server runs this hourly)",
+    )
     command(
         sub, "demo", demo, "create a demo org and app, print the SDK configuration", json_flag=False
     )
