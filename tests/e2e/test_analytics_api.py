@@ -68,6 +68,7 @@ async def test_analytics_of_an_app_over_http(stack: Stack) -> None:
         {"tz": "Mars/Olympus"},
         {"from": "2026-12-01T00:00:00Z"},
         {"limit": "0"},
+        {"from": "2026-12-01T00:00:00", "to": "2026-12-02T00:00:00"},
     ):
         response = await alice.get(f"{base}/totals", params=params)
         assert response.status_code == 422, (params, response.text)

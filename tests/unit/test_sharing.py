@@ -411,3 +411,16 @@ async def test_a_badge_through_another_org_is_not_found(world: World) -> None:
         await world.sharing.badge(other.id, app.id, BadgeMetric.EVENTS_PER_MONTH)
     with pytest.raises(NotFound):
         await world.sharing.badge(org.id, "app-missing", BadgeMetric.USERS_PER_MONTH)
+
+
+async def test_publishing_is_for_owners_and_admins_only() -> None:
+    world = World()
+    org = world.org("Acme")
+    app = world.app(org, "cli")
+    member = world.member(org, Role.MEMBER)
+    with pytest.raises(Forbidden):
+        await world.sharing.create(member, app.id)
+    with pytest.raises(Forbidden):
+        await world.sharing.set_badges(member, app.id, True)
+    admin = world.member(org, Role.ADMIN)
+    assert (await world.sharing.create(admin, app.id)).app_id == app.id

@@ -41,6 +41,8 @@ def window(
     if start is not None or end is not None:
         if start is None or end is None:
             raise ValidationFailed("from and to: give both, or a period")
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValidationFailed("from and to: give a time zone offset (RFC 3339)")
         if not start < end:
             raise ValidationFailed("from: must be before to")
         if end - start > MAX_RANGE:

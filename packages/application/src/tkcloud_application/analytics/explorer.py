@@ -50,7 +50,7 @@ class ExportFormat(StrEnum):
 
 
 _MEDIA_TYPES = {
-    ExportFormat.CSV: "text/csv; charset=utf-8",
+    ExportFormat.CSV: "text/csv",  # the HTTP layer adds "; charset=utf-8" to text types
     ExportFormat.JSON: "application/x-ndjson",
     ExportFormat.PARQUET: "application/vnd.apache.parquet",
 }

@@ -58,6 +58,8 @@ class Sharing:
         self._users = users
 
     # --- share links (signed in) -------------------------------------------------------------
+    # Making data public is an owner's or admin's decision (PRODUCT.md), so links and badges
+    # need ORG_WRITE: members, observers and API keys cannot publish an app.
 
     async def create(
         self,
@@ -66,7 +68,7 @@ class Sharing:
         expires_at: datetime | None = None,
         include_events: bool = False,
     ) -> ShareLink:
-        app = await self._access.require_app(principal, app_id, Action.APPS_WRITE)
+        app = await self._access.require_app(principal, app_id, Action.ORG_WRITE)
         now = self._clock.now()
         if expires_at is not None and (expires_at.tzinfo is None or expires_at <= now):
             raise ValidationFailed(
@@ -96,12 +98,12 @@ class Sharing:
     async def list(self, principal: Principal, app_id: str) -> list[ShareLink]:
         """Newest first, live or not. Needs the right to create them: the slugs are what grants
         public access, so readers of the app (observers) do not get them."""
-        await self._access.require_app(principal, app_id, Action.APPS_WRITE)
+        await self._access.require_app(principal, app_id, Action.ORG_WRITE)
         async with self._uow() as uow:
             return await uow.share_links.list_for_app(app_id)
 
     async def revoke(self, principal: Principal, app_id: str, share_id: str) -> ShareLink:
-        await self._access.require_app(principal, app_id, Action.APPS_WRITE)
+        await self._access.require_app(principal, app_id, Action.ORG_WRITE)
         async with self._uow() as uow:
             link = await uow.share_links.get(share_id)
             if link is None or link.app_id != app_id:
@@ -135,7 +137,7 @@ class Sharing:
             return await uow.badges.badges_enabled(app_id)
 
     async def set_badges(self, principal: Principal, app_id: str, enabled: bool) -> None:
-        await self._access.require_app(principal, app_id, Action.APPS_WRITE)
+        await self._access.require_app(principal, app_id, Action.ORG_WRITE)
         async with self._uow() as uow:
             await uow.badges.set_badges(app_id, enabled)
             await uow.commit()
