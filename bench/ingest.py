@@ -270,22 +270,25 @@ def _role(pid: int, root: int) -> str:
 
 @dataclass
 class CpuSnapshot:
-    """CPU ticks (user + system) per process, by who the process is, and the machine's."""
+    """CPU ticks (user + system) per process, by who the process is, and the machine's.
+
+    Groups: the server's processes, Postgres backends, Redis, this client, kernel threads
+    (children of kthreadd: I/O writeback...) and every other process. What no live process
+    accounts for (interrupts, processes that exited during the run) is `unattributed`. Other
+    processes and unattributed time are other people's work on a shared machine; when
+    they're large, the figures of that run are low.
+    """
 
     by_group: dict[str, dict[int, int]]
     machine_busy: int
     machine_total: int
 
+    GROUPS = ("server", "postgres", "redis", "client", "kernel", "other_processes")
+
     @classmethod
     def take(cls, server_pids: list[int]) -> CpuSnapshot:
         server, me = set(server_pids), os.getpid()
-        groups: dict[str, dict[int, int]] = {
-            "server": {},
-            "postgres": {},
-            "redis": {},
-            "client": {},
-            "others": {},
-        }
+        groups: dict[str, dict[int, int]] = {group: {} for group in cls.GROUPS}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -296,6 +299,7 @@ class CpuSnapshot:
                 continue
             head, _, tail = stat.rpartition(")")
             comm, fields = head.partition("(")[2], tail.split()
+            ppid = int(fields[1])
             ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
             if pid in server:
                 group = "server"
@@ -305,8 +309,10 @@ class CpuSnapshot:
                 group = "postgres"
             elif comm.startswith("redis-server"):
                 group = "redis"
+            elif pid == 2 or ppid == 2:
+                group = "kernel"
             else:
-                group = "others"
+                group = "other_processes"
             groups[group][pid] = ticks
         values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
@@ -320,12 +326,57 @@ class CpuSnapshot:
             group: sum(t - before.by_group[group].get(pid, 0) for pid, t in pids.items()) / hz
             for group, pids in self.by_group.items()
         }
-        # Short-lived processes (other people's test runs...) show only in the machine's total.
         machine = (self.machine_busy - before.machine_busy) / hz
-        used["others"] = max(0.0, machine - sum(v for k, v in used.items() if k != "others"))
+        used["unattributed"] = max(0.0, machine - sum(used.values()))
         used["machine"] = machine
         used["machine_capacity"] = (self.machine_total - before.machine_total) / hz
         return used
+
+
+class PostgresWaits:
+    """Samples pg_stat_activity for the run's database: how many backends are active and what
+    they wait on (Lock:transactionid is a row lock held by another transaction)."""
+
+    def __init__(self, url: str, database: str, interval: float = 0.2) -> None:
+        self.url, self.database, self.interval = url, database, interval
+        self.samples = 0
+        self.active = 0
+        self.waits: Counter[str] = Counter()
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url, timeout=5)
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT wait_event_type, wait_event FROM pg_stat_activity"
+                    " WHERE datname = $1 AND state = 'active' AND pid <> pg_backend_pid()",
+                    self.database,
+                )
+                self.samples += 1
+                self.active += len(rows)
+                for row in rows:
+                    kind = row["wait_event_type"]
+                    self.waits[f"{kind}:{row['wait_event']}" if kind else "on CPU"] += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def summary(self) -> dict[str, Any]:
+        n = max(1, self.samples)
+        return {
+            "samples": self.samples,
+            "mean_active_backends": round(self.active / n, 2),
+            "mean_backends_by_wait": {
+                name: round(count / n, 2) for name, count in self.waits.most_common(5)
+            },
+        }
 
 
 # --- the load --------------------------------------------------------------------------------
@@ -512,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
 
         running_server = server
 
-        async def load() -> tuple[LoadResult, LoadResult]:
+        async def load() -> tuple[LoadResult, LoadResult, dict[str, Any] | None]:
             async with httpx.AsyncClient(
                 base_url=running_server.url,
                 timeout=args.timeout,
@@ -529,9 +580,18 @@ def main(argv: list[str] | None = None) -> int:
                     "server_pids": running_server.pids,
                 }
                 warm = await run_load(client, warmup, **common)
-                return warm, await run_load(client, timed, **common)
+                if postgres is None:
+                    return warm, await run_load(client, timed, **common), None
+                waits = PostgresWaits(postgres.url, postgres.name)
+                sampling = asyncio.create_task(waits.run())
+                try:
+                    timed_result = await run_load(client, timed, **common)
+                finally:
+                    waits.stop()
+                    await sampling
+                return warm, timed_result, waits.summary()
 
-        warm, result = asyncio.run(load())
+        warm, result, postgres_waits = asyncio.run(load())
 
         processes = [
             (pid, _role(pid, server.process.pid), _status_kib(pid, "VmHWM"))
@@ -553,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             acknowledged=acknowledged,
             stored=stored,
             usage_events=usage_events,
+            postgres_waits=postgres_waits,
         )
         print(json.dumps(figures, indent=2) if args.json else render(figures), flush=True)
         return 0 if figures["verify"]["ok"] else 1
@@ -603,6 +664,7 @@ def summarise(
     acknowledged: int,
     stored: int,
     usage_events: int,
+    postgres_waits: dict[str, Any] | None,
 ) -> dict[str, Any]:
     latencies = sorted(result.latencies)
     wall = result.wall_seconds or float("nan")
@@ -650,6 +712,7 @@ def summarise(
                 100 * result.cpu["machine"] / max(result.cpu["machine_capacity"], 1e-9), 1
             ),
         },
+        "postgres_waits": postgres_waits,
         "server_peak_rss_mib": {
             "total": round(sum(kib for _, _, kib in processes) / 1024, 1),
             "processes": [
@@ -696,8 +759,18 @@ def render(f: dict[str, Any]) -> str:
     lines += [f"  {status} e.g. {text}" for status, text in f["error_samples"].items()]
     lines += [
         f"cpu (s)    server {cpu['server']:.1f}, postgres {cpu['postgres']:.1f}, "
-        f"redis {cpu['redis']:.1f}, client {cpu['client']:.1f}, others {cpu['others']:.1f}; "
+        f"redis {cpu['redis']:.1f}, client {cpu['client']:.1f}, kernel {cpu['kernel']:.1f}; "
+        f"not ours: other processes {cpu['other_processes']:.1f}, "
+        f"unattributed {cpu['unattributed']:.1f}; "
         f"machine {cpu['machine_busy_percent']:.0f}% busy over {f['machine']['cpus']} cores",
+    ]
+    if f["postgres_waits"]:
+        w = f["postgres_waits"]
+        lines.append(
+            f"postgres   {w['mean_active_backends']:.1f} active backends on average; by wait: "
+            + ", ".join(f"{k} {n:.1f}" for k, n in w["mean_backends_by_wait"].items())
+        )
+    lines += [
         f"server RSS peak (VmHWM) {rss['total']:.1f} MiB in total: "
         + ", ".join(f"{p['role']} {p['vmhwm_mib']:.1f}" for p in rss["processes"]),
         f"verify     {v['acknowledged']:,} events acknowledged (incl. {v['warmup_acknowledged']:,} "
