@@ -505,3 +505,30 @@ async def test_signature_secret_is_the_utf8_string_not_base64(stack: Stack) -> N
         f"/v1/ingest/{org_id}/{app_id}", content=body, headers=headers
     )
     assert response.status_code == 200
+
+
+async def test_2_a_multi_member_gzip_body_is_read_whole(stack: Stack) -> None:
+    org_id, app_id, secret, _ = await pro_app(stack)
+    body = batch_body([sdk_event(stack.clock.now())])
+    half = len(body) // 2
+    compressed = gzip.compress(body[:half]) + gzip.compress(body[half:])
+    request = signed_request(
+        org_id, app_id, secret, compressed, now=stack.clock.now(),
+        extra_headers={"content-encoding": "gzip"},
+    )  # fmt: skip
+    response = await stack.send(request)
+    assert response.status_code == 200, response.text
+
+
+async def test_a_bad_encoding_is_reported_only_after_the_signature_checks(stack: Stack) -> None:
+    org_id, app_id, secret, _ = await pro_app(stack)
+    now = stack.clock.now()
+    for encoding, body in (("br", b"\x00\x01"), ("gzip", b"not gzip at all")):
+        unsigned = signed_request(
+            org_id, app_id, "wrong", body, now=now, extra_headers={"content-encoding": encoding}
+        )
+        assert_error(await stack.send(unsigned), 401, "ERR_INVALID_SIGNATURE")
+        signed = signed_request(
+            org_id, app_id, secret, body, now=now, extra_headers={"content-encoding": encoding}
+        )
+        assert_error(await stack.send(signed), 400, "ERR_INVALID_REQUEST")

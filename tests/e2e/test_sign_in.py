@@ -17,6 +17,9 @@ from tests.support.github import GitHubStandIn
 from tests.support.smtp import SmtpTestServer
 from tests.support.stack import Stack, running_stack, settings_for
 
+# The local SMTP server asks for a login without TLS, as a relay on the same machine may.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
 PUBLIC_URL = "http://testserver"
 CALLBACK = f"{PUBLIC_URL}/api/v1/auth/github/callback"
 
@@ -148,10 +151,25 @@ async def test_a_replayed_callback_or_code_is_refused(sign_in: SignIn) -> None:
     # A fresh state with the old code: GitHub refuses the code.
     old_code = parse_qs(urlsplit(callback).query)["code"][0]
     fresh = parse_qs(urlsplit(await github_round_trip(sign_in, client)).query)["state"][0]
-    reused = await sign_in.stack.http_client().get(
+    reused = await client.get(  # the browser that started: only the code is stale
         "/api/v1/auth/github/callback", params={"code": old_code, "state": fresh}
     )
     assert_sent_back_to_sign_in(reused)
+    assert "code" in parse_qs(urlsplit(reused.headers["location"]).query)["reason"][0].lower()
+
+
+async def test_a_callback_link_from_another_browser_cannot_sign_anyone_in(sign_in: SignIn) -> None:
+    """Login CSRF: the attacker approves with their own account, stops at the callback and
+    sends that link to the victim. The state is bound to the attacker's browser."""
+    sign_in.github.add_account(66, "mallory", None, emails=[("mallory@example.com", True, True)])
+    sign_in.github.approve_as("mallory")
+    attacker = sign_in.stack.http_client()
+    callback = await github_round_trip(sign_in, attacker)
+    victim = sign_in.stack.http_client()
+    response = await victim.get(callback)
+    assert_sent_back_to_sign_in(response, "browser")
+    assert (await victim.get("/api/v1/me")).status_code == 401
+    assert (await attacker.get(callback)).status_code == 302  # the state was not burnt
 
 
 async def test_a_github_account_without_a_verified_email_is_refused(sign_in: SignIn) -> None:

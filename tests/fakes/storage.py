@@ -419,9 +419,7 @@ class FakeAppRepository:
             if stored.credential.app_id == app_id:
                 t.credentials.delete(credential_id)
         await self.delete_events(app_id)
-        for usage_key, _ in t.usage.items():
-            if usage_key[0] == app_id:
-                t.usage.delete(usage_key)
+        # Usage stays, as in SQL: the quota counts accepted events.
         for dnt_key, _ in t.dnt.items():
             if dnt_key[0] == app_id:
                 t.dnt.delete(dnt_key)

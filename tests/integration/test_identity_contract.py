@@ -54,6 +54,7 @@ from tkcloud_domain.identity import (
     Session,
     User,
 )
+from tkcloud_domain.limits import QuotaScope
 from tkcloud_domain.tenancy import App, Environment, Org, hash_token
 
 pytestmark = pytest.mark.integration
@@ -760,7 +761,8 @@ async def test_deleting_an_app_deletes_everything_of_it_and_nothing_else(
         await uow.apps.delete(doomed.id)
         await uow.commit()
 
-    assert await backend.rows_of_app(doomed.id) == dict.fromkeys(before, 0)
+    # Usage stays: the quota counts accepted events, a deleted app does not give them back.
+    assert await backend.rows_of_app(doomed.id) == dict.fromkeys(before, 0) | {"usage_monthly": 2}
     assert (
         await backend.rows_of_app(kept.id)
         == before
@@ -777,6 +779,8 @@ async def test_deleting_an_app_deletes_everything_of_it_and_nothing_else(
     assert await backend.store.monthly_usage(MONTH, org.id) == [
         AppUsage(org.id, kept.id, Environment.PRODUCTION, MONTH, 3)
     ]
+    org_scope = QuotaScope("org", org.id)
+    assert await backend.store.events_this_month(org_scope, MONTH) == 6
 
 
 async def test_deleting_an_app_without_commit_changes_nothing(backend: Backend) -> None:

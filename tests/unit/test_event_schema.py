@@ -249,3 +249,28 @@ def test_arbitrary_json_never_crashes_the_decoder(value: Any) -> None:
 @given(mutated_events())
 def test_mutated_sdk_events_are_accepted_or_rejected_with_a_code(event: dict[str, Any]) -> None:
     _check_outcome(parse_event(msgspec.json.encode(event), 0, now=NOW, oldest=None))
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_timestamps_beyond_the_calendar_are_rejected_not_crashing(stamp: str) -> None:
+    parsed = parse(wire_event(timestamp=stamp))
+    assert isinstance(parsed, EventRejection)
+    assert parsed.message.startswith("timestamp")
+
+
+def test_deeply_nested_json_is_rejected_not_crashing() -> None:
+    deep = b"[" * 20_000 + b"]" * 20_000
+    raw = (
+        json.dumps(wire_event()).encode().replace(b'"data": {', b'"deep": ' + deep + b', "data": {')
+    )
+    parsed = parse_event(raw, 0, now=NOW, oldest=None)
+    assert isinstance(parsed, EventRejection)
+    with pytest.raises(EnvelopeError, match="nested"):
+        decode_envelope(b'{"events": [' + deep + b"]}")
+
+
+def test_invalid_utf8_in_an_unknown_field_is_rejected() -> None:
+    raw = json.dumps(wire_event()).encode().replace(b'"metadata"', b'"zz": "\xff\xfe", "metadata"')
+    parsed = parse_event(raw, 0, now=NOW, oldest=None)
+    assert isinstance(parsed, EventRejection)
+    assert parsed.message == "event: not valid UTF-8"

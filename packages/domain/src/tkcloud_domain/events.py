@@ -133,6 +133,8 @@ def decode_envelope(body: bytes) -> list[msgspec.Raw]:
         events = _envelope_decoder.decode(body).events
     except msgspec.DecodeError as exc:
         raise EnvelopeError(_describe(exc)) from exc
+    except RecursionError as exc:  # thousands of nested arrays: refuse, do not crash
+        raise EnvelopeError("JSON is nested too deeply") from exc
     if not 1 <= len(events) <= MAX_EVENTS_PER_BATCH:
         raise EnvelopeError(
             f"events: expected 1 to {MAX_EVENTS_PER_BATCH} events, got {len(events)}"
@@ -183,9 +185,10 @@ def parse_rfc3339(text: str) -> datetime | None:
         tz = timezone(offset if m.group(8) == "+" else -offset)
     try:
         moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
-    except ValueError:  # month 13, 31 February, second 60...
+        # 0001-01-01T00:00:00+01:00 is before datetime's first instant in UTC.
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # month 13, 31 February, second 60, out of range
         return None
-    return moment.astimezone(UTC)
 
 
 def normalise_event_id(value: str) -> str | None:
@@ -215,8 +218,14 @@ def parse_event(
         return reject(f"event: larger than {MAX_EVENT_BYTES} bytes")
     try:
         wire = _event_decoder.decode(raw)
+        # msgspec skips unknown fields without checking their UTF-8; the stored text must be.
+        raw.decode("utf-8")
     except msgspec.DecodeError as exc:
         return reject(_describe(exc))
+    except RecursionError:
+        return reject("event: JSON nested too deeply")
+    except UnicodeDecodeError:
+        return reject("event: not valid UTF-8")
 
     event_id = normalise_event_id(wire.event_id)
     if event_id is None:

@@ -29,7 +29,6 @@ from tkcloud_adapters.sql.schema import (
     events,
     orgs,
     share_links,
-    usage_monthly,
 )
 from tkcloud_adapters.sql.sharing import SqlBadgeSettings, SqlShareLinkRepository
 from tkcloud_application.ports.billing import BillingRepository
@@ -201,7 +200,9 @@ class SqlAppRepository(SqlRepository):
 
     async def delete(self, app_id: str) -> None:
         # Children first: the credentials' foreign key refuses an app that still has them.
-        for table in (app_credentials, share_links, events, usage_monthly, dnt_daily):
+        # usage_monthly stays: the quota counts accepted events, and deleting an app must not
+        # give its month's events back to the org.
+        for table in (app_credentials, share_links, events, dnt_daily):
             await self._execute(delete(table).where(table.c.app_id == app_id))
         await self._execute(delete(apps).where(apps.c.id == app_id))
 

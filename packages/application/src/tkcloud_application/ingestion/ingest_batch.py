@@ -60,10 +60,19 @@ _NONCE = re.compile(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ReceivedBody:
+    sent: bytes  # as sent: what the signature covers
+    decoded: bytes  # after content decoding (gzip)
+    # Why the body could not be decoded; reported as a bad body (check 9), after the signature
+    # checks, so an unsigned request never learns more than "invalid signature".
+    problem: str | None = None
+
+
 class BodySource(Protocol):
-    async def read(self, limit: int) -> tuple[bytes, bytes]:
-        """(bytes as sent, bytes after content decoding), raising PayloadTooLarge past `limit`
-        for either, without reading the rest."""
+    async def read(self, limit: int) -> ReceivedBody:
+        """The body, raising PayloadTooLarge past `limit` as sent or decoded, without reading
+        the rest."""
         ...
 
 
@@ -132,10 +141,10 @@ class IngestBatch:
                 raise InvalidToken()
 
         # 2. body <= 5 MiB, as sent and decoded (the source stops reading past it).
-        sent, body = await request.body.read(MAX_BODY_BYTES)
+        received = await request.body.read(MAX_BODY_BYTES)
 
         # 3-5. the signature headers, the timestamp window, the signature itself.
-        self._verify_signature(app, headers, sent, now)
+        self._verify_signature(app, headers, received.sent, now)
 
         # 6. the nonce, recorded atomically only once the signature has verified.
         assert headers.nonce is not None
@@ -149,7 +158,7 @@ class IngestBatch:
         # 7. the plan's request rate.
         rate_limit = await self._check_rate(app, now)
         try:
-            return await self._admit_and_store(app, headers, body, now, rate_limit)
+            return await self._admit_and_store(app, headers, received, now, rate_limit)
         except DomainError as exc:
             exc.rate_limit = rate_limit
             raise
@@ -195,7 +204,7 @@ class IngestBatch:
         self,
         app: IngestApp,
         headers: IngestHeaders,
-        body: bytes,
+        body: ReceivedBody,
         now: datetime,
         rate_limit: RateLimitState | None,
     ) -> IngestResult:
@@ -221,6 +230,10 @@ class IngestBatch:
                 raise QuotaExceeded(retry_after=seconds_until_next_month(now))
 
         stored = 0
+        # If the store fails we cannot know whether its commit landed (a connection lost after
+        # COMMIT was sent): keep the reservation then. Over-counting a batch is the safe side;
+        # giving it back could let an org past its quota for free.
+        outcome_known = True
         try:
             if envelope_error is not None:
                 raise InvalidRequest(envelope_error)
@@ -246,7 +259,9 @@ class IngestBatch:
                     details={"errors": [_rejection_body(r) for r in rejections]}
                 )
             if valid:
+                outcome_known = False
                 stored = await self._events.store(app, valid, now)
+                outcome_known = True
             if decision is not None and stored and app.quota_scope.kind == "org":
                 await self._alert(app, month, decision.used_before, stored, limit)
             duplicates = len(valid) - stored + in_batch_duplicates
@@ -257,7 +272,7 @@ class IngestBatch:
                 rate_limit=rate_limit,
             )
         finally:
-            if limit is not None and reserved > stored:
+            if limit is not None and reserved > stored and outcome_known:
                 await self._give_back(app, month, reserved - stored)
 
     async def _alert(
@@ -276,9 +291,11 @@ class IngestBatch:
             await self._quota.release(app.quota_scope, month, amount)
 
 
-def _decode(body: bytes, batch_size: str | None) -> tuple[list[bytes], str | None]:
+def _decode(body: ReceivedBody, batch_size: str | None) -> tuple[list[bytes], str | None]:
+    if body.problem is not None:
+        return [], body.problem
     try:
-        entries = decode_envelope(body)
+        entries = decode_envelope(body.decoded)
     except EnvelopeError as exc:
         return [], str(exc)
     if batch_size is not None and batch_size.strip() != str(len(entries)):

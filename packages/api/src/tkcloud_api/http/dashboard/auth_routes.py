@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, QueryParameter, SkipValidation
+from litestar.params import CookieParameter, JSONBody, QueryParameter, SkipValidation
 from litestar.response import Redirect
 
 from tkcloud_api.http.dashboard.principal import CSRF_COOKIE, SESSION_COOKIE
@@ -26,6 +27,8 @@ from tkcloud_domain.errors import DomainError, SignInFailed
 from tkcloud_domain.identity import Principal
 
 Auth = NamedDependency[SkipValidation[Authentication]]
+OAUTH_STATE_COOKIE = "tk_oauth_state"
+CALLBACK_PATH = "/api/v1/auth/github/callback"
 Caller = NamedDependency[SkipValidation[Principal]]
 
 
@@ -60,9 +63,19 @@ class AuthController(Controller):
     async def github_start(
         self,
         authentication: Auth,
+        state: State,
         redirect_to: Annotated[str | None, QueryParameter(name="redirect_to")] = None,
     ) -> Redirect:
-        return Redirect(await authentication.start_github(redirect_to), status_code=302)
+        url = await authentication.start_github(redirect_to)
+        # The state also goes into a cookie of this browser: the callback must come back to the
+        # browser that started, or an attacker could sign a victim in as the attacker (login
+        # CSRF) by sending them a callback link of their own.
+        oauth_state = parse_qs(urlsplit(url).query)["state"][0]
+        cookie = Cookie(
+            key=OAUTH_STATE_COOKIE, value=oauth_state, path=CALLBACK_PATH, httponly=True,
+            secure=state.secure_cookies, samesite="lax", max_age=600,
+        )  # fmt: skip
+        return Redirect(url, status_code=302, cookies=[cookie])
 
     @get("/github/callback", summary="GitHub redirects here; opens a session", status_code=302)
     async def github_callback(
@@ -72,20 +85,29 @@ class AuthController(Controller):
         code: Annotated[str | None, QueryParameter(name="code")] = None,
         oauth_state: Annotated[str, QueryParameter(name="state")] = "",
         error: Annotated[str | None, QueryParameter(name="error")] = None,
+        browser_state: Annotated[str | None, CookieParameter(name=OAUTH_STATE_COOKIE)] = None,
     ) -> Redirect:
         """A browser lands here, so failures go back to the dashboard's sign-in page with the
         error code (and a readable reason) rather than as a JSON body."""
+        cleared = Cookie(
+            key=OAUTH_STATE_COOKIE, value="", path=CALLBACK_PATH, max_age=0,
+            httponly=True, secure=state.secure_cookies, samesite="lax",
+        )  # fmt: skip
         try:
             if error or not code:
                 raise SignInFailed(f"GitHub did not approve the sign-in ({error or 'no code'})")
+            if not browser_state or not hmac.compare_digest(browser_state, oauth_state):
+                raise SignInFailed("The sign-in state does not match this browser: start again")
             grant = await authentication.finish_github(oauth_state, code)
         except DomainError as exc:
             query = urlencode({"error": exc.code, "reason": exc.message})
-            return Redirect(f"{state.dashboard_url}/sign-in?{query}", status_code=302)
+            return Redirect(
+                f"{state.dashboard_url}/sign-in?{query}", status_code=302, cookies=[cleared]
+            )
         return Redirect(
             f"{state.dashboard_url}{grant.redirect_to}",
             status_code=302,
-            cookies=_session_cookies(grant, state.secure_cookies),
+            cookies=[*_session_cookies(grant, state.secure_cookies), cleared],
         )
 
     @post("/magic-link", summary="Email a sign-in link", status_code=202)
