@@ -292,6 +292,8 @@ async def test_dnt_request_stores_nothing_and_answers_204(stack: Stack) -> None:
     response = await stack.send(request)
     assert response.status_code == 204
     assert response.content == b""
+    assert response.headers["x-ratelimit-limit"] == "100"
+    assert response.headers["x-ratelimit-remaining"] == "100"  # a DNT request is not counted
     assert await stored_events(stack, org_id) == 0
     assert await (await stack.container.event_store()).dnt_requests(app_id) == 1
 

@@ -212,6 +212,16 @@ async def test_refused_requests_are_not_counted(limiter: RateLimiter) -> None:
     assert (await limiter.hit("org:a", 2, 60, at(61))).allowed
 
 
+async def test_peek_reports_the_state_without_counting(limiter: RateLimiter) -> None:
+    assert await limiter.peek("org:a", 2, 60, at(0)) == RateLimitState(2, 2, 0)
+    await limiter.hit("org:a", 2, 60, at(0))
+    for _ in range(5):
+        assert await limiter.peek("org:a", 2, 60, at(1)) == RateLimitState(2, 1, 0)
+    await limiter.hit("org:a", 2, 60, at(10))
+    assert await limiter.peek("org:a", 2, 60, at(20)) == RateLimitState(2, 0, 40)
+    assert (await limiter.hit("org:a", 2, 60, at(60))).allowed  # peeks took no slot
+
+
 async def test_keys_are_independent(limiter: RateLimiter) -> None:
     assert (await limiter.hit("org:a", 1, 60, at(0))).allowed
     assert not (await limiter.hit("org:a", 1, 60, at(1))).allowed

@@ -124,6 +124,11 @@ class SpyRateLimiter:
         self.calls.append((key, limit, window_seconds, now))
         return await self.inner.hit(key, limit, window_seconds, now)
 
+    async def peek(
+        self, key: str, limit: int, window_seconds: int, now: datetime
+    ) -> RateLimitState:
+        return await self.inner.peek(key, limit, window_seconds, now)
+
 
 class SpyQuotaCounter:
     """The in-process quota counter, recording every call; `release` can be made to fail as an
@@ -530,13 +535,17 @@ async def test_a_nonce_outlives_the_window_of_a_request_dated_600_s_ahead() -> N
 
 async def test_dnt_stores_nothing_counts_the_request_and_skips_rate_and_quota() -> None:
     h = Harness()
+    await h.send(body_of(*events(1)))  # one request in the rate window
     result = await h.send(body_of(*events(3)), dnt=True)
-    assert result == IngestResult(accepted=0, duplicates=0, dnt=True)
-    assert h.db.events == {}
-    assert h.db.usage == {}
+    assert result.dnt
+    assert (result.accepted, result.duplicates) == (0, 0)
+    assert len(h.db.events) == 1
     assert h.db.dnt == {(APP, NOW.date()): 1}
-    assert h.rate_limiter.calls == []
-    assert h.quota.reserves == []
+    # Not counted by the rate limit, but the answer reports it (X-RateLimit-* headers).
+    assert len(h.rate_limiter.calls) == 1
+    assert result.rate_limit is not None
+    assert result.rate_limit.remaining == result.rate_limit.limit - 1
+    assert len(h.quota.reserves) == 1
 
 
 async def test_dnt_does_not_even_decode_the_body() -> None:

@@ -65,6 +65,16 @@ class InProcessRateLimiter:
         self._next_sweep: datetime | None = None
 
     async def hit(self, key: str, limit: int, window_seconds: int, now: datetime) -> RateDecision:
+        return self._decide(key, limit, window_seconds, now, record=True)
+
+    async def peek(
+        self, key: str, limit: int, window_seconds: int, now: datetime
+    ) -> RateLimitState:
+        return self._decide(key, limit, window_seconds, now, record=False).state
+
+    def _decide(
+        self, key: str, limit: int, window_seconds: int, now: datetime, *, record: bool
+    ) -> RateDecision:
         self._sweep(now)
         now_us = (now - _EPOCH) // _MICROSECOND
         span = window_seconds * 1_000_000
@@ -73,11 +83,11 @@ class InProcessRateLimiter:
         # Entries at or before the cutoff have left the window.
         del window.times[: bisect_right(window.times, now_us - window.span)]
         allowed = len(window.times) < limit
-        if allowed:
+        if allowed and record:
             # insort, not append: concurrent requests may arrive slightly out of clock order.
             insort(window.times, now_us)
         elif not window.times:
-            del self._windows[key]  # limit 0: nothing admitted, nothing to remember
+            del self._windows[key]  # nothing admitted, nothing to remember
 
         count = len(window.times)
         if count < limit:

@@ -19,7 +19,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 # KEYS[1] the window; ARGV: now (µs), cutoff (µs: entries at or before it have left the window),
-# window (ms, the key's expiry), limit, a unique member for this request. Timestamps arrive as
+# window (ms, the key's expiry), limit, a unique member for this request, and whether to record
+# it ('1') or only look ('0'). Timestamps arrive as
 # strings computed in Python so no large number goes through Lua arithmetic.
 # Returns {allowed, count, blocker}: count is the requests in the window, this one included if
 # allowed; blocker is the timestamp of the entry whose leaving lets the next request in (false
@@ -30,10 +31,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local count = redis.call('ZCARD', KEYS[1])
 local allowed = 0
 if count < limit then
-  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[5])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  count = count + 1
   allowed = 1
+  if ARGV[6] == '1' then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[5])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    count = count + 1
+  end
 end
 local blocker = false
 if count >= limit then
@@ -50,6 +53,16 @@ class RedisRateLimiter:
         self._hit = client.register_script(_HIT)
 
     async def hit(self, key: str, limit: int, window_seconds: int, now: datetime) -> RateDecision:
+        return await self._decide(key, limit, window_seconds, now, record=True)
+
+    async def peek(
+        self, key: str, limit: int, window_seconds: int, now: datetime
+    ) -> RateLimitState:
+        return (await self._decide(key, limit, window_seconds, now, record=False)).state
+
+    async def _decide(
+        self, key: str, limit: int, window_seconds: int, now: datetime, *, record: bool
+    ) -> RateDecision:
         now_us = (now - _EPOCH) // _MICROSECOND
         window_us = window_seconds * 1_000_000
         # Unique even when two processes record a request in the same microsecond.
@@ -57,7 +70,14 @@ class RedisRateLimiter:
         with cache_unavailable_on_error():
             allowed, count, blocker = await self._hit(
                 keys=[f"{self._prefix}rate:{key}"],
-                args=[now_us, now_us - window_us, window_seconds * 1000, limit, member],
+                args=[
+                    now_us,
+                    now_us - window_us,
+                    window_seconds * 1000,
+                    limit,
+                    member,
+                    "1" if record else "0",
+                ],
             )
         if blocker is None:
             reset = 0 if count < limit else window_seconds

@@ -152,8 +152,15 @@ class IngestBatch:
             raise ReplayAttack()
 
         if headers.dnt:
+            # Answered before the rate limit (PROTOCOL.md's order), so not counted by it; the
+            # answer still carries the X-RateLimit-* headers of every answer past check 6.
             await self._events.count_dnt(app, now.date())
-            return IngestResult(accepted=0, duplicates=0, dnt=True)
+            state = None
+            if app.requests_per_minute is not None:
+                state = await self._rate_limiter.peek(
+                    f"org:{app.org_id}", app.requests_per_minute, RATE_WINDOW_SECONDS, now
+                )
+            return IngestResult(accepted=0, duplicates=0, dnt=True, rate_limit=state)
 
         # 7. the plan's request rate.
         rate_limit = await self._check_rate(app, now)

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Protocol
 
 from tkcloud_domain.events import EventSchema
-from tkcloud_domain.limits import QuotaDecision, QuotaScope, RateDecision
+from tkcloud_domain.limits import QuotaDecision, QuotaScope, RateDecision, RateLimitState
 from tkcloud_domain.tenancy import IngestApp
 
 
@@ -34,6 +34,13 @@ class RateLimiter(Protocol):
         """Count one request against `key`: allowed while fewer than `limit` requests were
         counted in the last `window_seconds` (a sliding window, shared by all processes).
         A refused request is not counted."""
+        ...
+
+    async def peek(
+        self, key: str, limit: int, window_seconds: int, now: datetime
+    ) -> RateLimitState:
+        """The state `hit` would report, without counting a request (for answers that carry
+        the X-RateLimit-* headers but are not rate-limited themselves, such as DNT)."""
         ...
 
 
