@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, and_, func, select
+from sqlalchemy import Insert, Table, and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -41,6 +41,12 @@ class SqlEventStore:
             .returning(events_table.c.event_id)
         )
         self._add_usage = _increment(insert(usage_monthly), usage_monthly, "events")
+        # FOR SHARE, on Postgres only: see store().
+        self._app_environment = (
+            select(apps.c.environment)
+            .where(apps.c.id == bindparam("app_id"))
+            .with_for_update(read=True)
+        )
         self._add_dnt = _increment(insert(dnt_daily), dnt_daily, "requests")
 
     async def store(
@@ -53,12 +59,23 @@ class SqlEventStore:
             return 0
         with database_errors():
             async with self._engine.begin() as conn:
+                # The app as it is now, not as the ingest cache last saw it: a promotion in
+                # another process either waits for this batch (and deletes it with the staging
+                # events) or has committed, and the batch counts as production.
+                environment = app.environment.value
+                if self._engine.dialect.name == "postgresql":
+                    # On SQLite a read first would turn concurrent writers into BUSY errors;
+                    # its writers are serialised anyway, so the race below cannot happen there.
+                    current = (
+                        await conn.execute(self._app_environment, {"app_id": app.app_id})
+                    ).scalar_one_or_none()
+                    environment = current or environment
                 inserted = len((await conn.execute(self._insert_events, rows)).all())
                 if inserted:
                     usage = {
                         "org_id": app.org_id,
                         "app_id": app.app_id,
-                        "environment": app.environment.value,
+                        "environment": environment,
                         "month": month_key(received_at),
                         "events": inserted,
                     }

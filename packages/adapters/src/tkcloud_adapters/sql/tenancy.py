@@ -207,6 +207,10 @@ class SqlAppRepository(SqlRepository):
         await self._execute(delete(apps).where(apps.c.id == app_id))
 
     async def delete_events(self, app_id: str) -> int:
+        # Lock the app first: on Postgres batches being stored hold it FOR SHARE
+        # (SqlEventStore.store), so they commit before this delete (and are deleted with the
+        # rest) or wait and then see the app as it is after this transaction.
+        await self._rows(select(apps.c.id).where(apps.c.id == app_id).with_for_update())
         return await self._execute(delete(events).where(events.c.app_id == app_id))
 
 
