@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 from tests.support.sdk import batch_body, sdk_event
 
+from bench.ingest import code_version
 from tkcloud_domain.events import EventRejection, EventSchema, decode_envelope, parse_event
 
 Decoder = Callable[[bytes], int]  # returns how many events came out valid
@@ -175,12 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the domain decoder did not reject the bad event alone")
 
     if args.json:
-        print(json.dumps({"events": args.events, "body_bytes": len(body), "rows": figures}))
+        document = {"code": code_version(), "events": args.events, "body_bytes": len(body)}
+        print(json.dumps({**document, "rows": figures}))
         return 0
     print(
         f"decode benchmark - {datetime.now(UTC):%Y-%m-%d %H:%M} UTC - Python "
-        f"{platform.python_version()}, msgspec {msgspec.__version__}; one batch of {args.events} "
-        f"SDK events, {len(body) / 1024:.1f} KiB; best of {args.rounds} rounds (median)"
+        f"{platform.python_version()}, msgspec {msgspec.__version__}, code {code_version()}\n"
+        f"one batch of {args.events} SDK events, {len(body) / 1024:.1f} KiB; "
+        f"best of {args.rounds} rounds (median)"
     )
     print(f"{'variant':<42}{'us/batch':>18}{'events/s':>14}{'vs domain':>11}")
     for row in figures:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -54,7 +55,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 RESIGN_AFTER_SECONDS = 480  # the service accepts x-timestamp within 600 s of its clock
 
 
-def _tkcloud_command() -> list[str]:
+@functools.cache
+def tkcloud_command() -> list[str]:
     """The `tkcloud` console script of this environment (what `uv run tkcloud` runs, without
     uv's own start-up in every call)."""
     script = Path(sys.executable).parent / "tkcloud"
@@ -62,9 +64,6 @@ def _tkcloud_command() -> list[str]:
     if found is None:
         raise SystemExit("`tkcloud` is not installed here: run this with `uv run python -m ...`")
     return [found]
-
-
-TKCLOUD = _tkcloud_command()
 
 
 def log(message: str) -> None:
@@ -155,7 +154,12 @@ def free_port() -> int:
 
 def tkcloud(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [*TKCLOUD, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        [*tkcloud_command(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"tkcloud {' '.join(args)} failed ({done.returncode}): {done.stderr}")
@@ -179,7 +183,7 @@ class Server:
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             [
-                *TKCLOUD,
+                *tkcloud_command(),
                 "serve",
                 "--host",
                 "127.0.0.1",
@@ -769,7 +773,7 @@ def render(f: dict[str, Any]) -> str:
         f"throughput {f['requests_per_second']:,.1f} requests/s   "
         f"{f['events_per_second']:,.0f} events/s",
         f"latency    p50 {lat['p50']:.1f} ms   p95 {lat['p95']:.1f} ms   p99 {lat['p99']:.1f} ms"
-        f"   max {lat['max']} ms",
+        f"   max {lat['max'] or float('nan'):.1f} ms",
         "statuses   " + ", ".join(f"{k}: {n}" for k, n in f["statuses"].items()),
         "errors     " + (", ".join(f"{k}: {n}" for k, n in f["errors"].items()) or "none"),
     ]
