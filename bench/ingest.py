@@ -50,6 +50,8 @@ from typing import Any
 import httpx
 from tests.support.sdk import SignedRequest, batch_body, sdk_event, signed_request
 
+from bench.database import Postgres
+
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 RESIGN_AFTER_SECONDS = 480  # the service accepts x-timestamp within 600 s of its clock
@@ -71,50 +73,6 @@ def log(message: str) -> None:
 
 
 # --- the world the run owns ------------------------------------------------------------------
-
-
-class Postgres:
-    """A database of this run on the admin DSN's server, dropped at the end."""
-
-    def __init__(self, admin_dsn: str) -> None:
-        self.admin_dsn = admin_dsn
-        self.name = f"bench_{secrets.token_hex(4)}"
-        base, _, _ = admin_dsn.rpartition("/")
-        self.url = f"{base}/{self.name}"
-        self.created = False
-
-    def create(self) -> None:
-        asyncio.run(_admin_execute(self.admin_dsn, f'CREATE DATABASE "{self.name}"'))
-        self.created = True
-
-    def drop(self) -> None:
-        if self.created:
-            sql = f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'
-            asyncio.run(_admin_execute(self.admin_dsn, sql))
-            self.created = False
-
-    def count_events(self, app_id: str) -> int:
-        async def count() -> int:
-            import asyncpg
-
-            conn = await asyncpg.connect(self.url, timeout=5)
-            try:
-                value = await conn.fetchval("SELECT count(*) FROM events WHERE app_id = $1", app_id)
-            finally:
-                await conn.close()
-            return int(value)
-
-        return asyncio.run(count())
-
-
-async def _admin_execute(dsn: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def sqlite_count_events(path: Path, app_id: str) -> int:
