@@ -47,7 +47,6 @@ import os
 import platform
 import random
 import resource
-import secrets
 import signal
 import subprocess
 import sys
@@ -59,6 +58,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from types import FrameType
 from typing import Any
+
+from bench.database import Postgres
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_P95_MS = 100.0
@@ -80,37 +81,6 @@ class FixedClock:
 
 
 # --- the database of the run ------------------------------------------------------------------
-
-
-class Postgres:
-    """A database of this run on the admin DSN's server, dropped at the end."""
-
-    def __init__(self, admin_dsn: str) -> None:
-        self.admin_dsn = admin_dsn
-        self.name = f"bench_a_{secrets.token_hex(4)}"
-        base, _, _ = admin_dsn.rpartition("/")
-        self.url = f"{base}/{self.name}"
-        self.created = False
-
-    def create(self) -> None:
-        asyncio.run(_admin_execute(self.admin_dsn, f'CREATE DATABASE "{self.name}"'))
-        self.created = True
-
-    def drop(self) -> None:
-        if self.created:
-            sql = f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'
-            asyncio.run(_admin_execute(self.admin_dsn, sql))
-            self.created = False
-
-
-async def _admin_execute(dsn: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 # --- the synthetic world ----------------------------------------------------------------------
@@ -369,6 +339,7 @@ class EventFactory:
                     subcommand = subs[int(random_() * len(subs))] if subs else None
                     duration = int(rng.lognormvariate(math.log(median), 0.9))
                     if random_() < 0.02:  # an old SDK that did not report the outcome
+                        subcommand = None  # nor a subcommand: the row must match its data
                         data = f'{{"command":"{name}","duration_ms":{duration}}}'
                     else:
                         success = random_() < rate
@@ -1010,7 +981,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    postgres = Postgres(args.postgres_dsn)
+    postgres = Postgres(args.postgres_dsn, prefix="bench_a")
     try:
         from tkcloud_adapters.sql.migrate import upgrade
 
