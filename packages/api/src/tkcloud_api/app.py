@@ -92,7 +92,9 @@ async def running(container: Container, state: State) -> AsyncIterator[None]:
         state.dashboard_url = settings.resolved_dashboard_url
         state.secure_cookies = settings.secure_cookies
         retention = await settle(container.retention())
+        rollups = await settle(container.rollups())
         jobs = [
+            asyncio.create_task(_every(settings.rollup_job_seconds, rollups.fold_pending)),
             asyncio.create_task(
                 _every(settings.billing_job_seconds, state.subscriptions.apply_due)
             ),

@@ -39,6 +39,8 @@ from tkcloud_adapters.sql.ingest_directory import SqlIngestDirectory
 from tkcloud_adapters.sql.migrate import upgrade
 from tkcloud_adapters.sql.outbox import SqlOutbox
 from tkcloud_adapters.sql.retention import SqlEventPurger
+from tkcloud_adapters.sql.rollup_analytics import RollupAnalyticsReader
+from tkcloud_adapters.sql.rollups import SqlRollups
 from tkcloud_adapters.sql.sharing import SqlMonthlyUsers
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
 from tkcloud_adapters.stripe.gateway import StripePaymentGateway
@@ -46,6 +48,7 @@ from tkcloud_adapters.system import RandomIdGenerator, SystemClock
 from tkcloud_api.settings import Settings, SettingsError
 from tkcloud_application.analytics.explorer import EventExplorer
 from tkcloud_application.analytics.queries import AppAnalytics
+from tkcloud_application.analytics.rollups import Rollups
 from tkcloud_application.billing.quota_alerts import QuotaAlerts
 from tkcloud_application.billing.subscriptions import Subscriptions
 from tkcloud_application.dashboard.api_keys import ApiKeys
@@ -263,10 +266,17 @@ class Container(containers.DeclarativeContainer):
     )
 
     # --- analytics -------------------------------------------------------------------------------
+    rollup_store = providers.Singleton(SqlRollups, engine)
+    rollups = providers.Singleton(Rollups, uow=tenancy_uow, maintainer=rollup_store)
     analytics = providers.Singleton(
         AppAnalytics,
         access=access,
-        reader=providers.Singleton(SqlAnalyticsReader, engine),
+        reader=providers.Singleton(
+            RollupAnalyticsReader,
+            engine,
+            rollups=rollup_store,
+            raw=providers.Singleton(SqlAnalyticsReader, engine),
+        ),
         clock=clock,
     )
 

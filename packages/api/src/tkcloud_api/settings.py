@@ -61,6 +61,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     stripe_api_base: str = ""  # empty: Stripe's own; tests point it at a stand-in
     billing_job_seconds: float = 60.0  # how often scheduled downgrades and grace ends are applied
     retention_job_seconds: float = 3600.0  # how often events past their plan's retention go
+    rollup_job_seconds: float = 1.0  # how often stored batches are folded into the rollups
     # Mail
     smtp_url: str = ""  # smtp://user:pass@host:587 (STARTTLS) or smtps://...; empty: outbox
     mail_from: str = "telemetry-kit cloud <noreply@localhost>"
@@ -99,7 +100,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                 "stripe_secret_key: also set TKCLOUD_STRIPE_WEBHOOK_SECRET, "
                 "TKCLOUD_STRIPE_PRICE_PRO and TKCLOUD_STRIPE_PRICE_BUSINESS"
             )
-        for job in ("billing_job_seconds", "retention_job_seconds"):
+        for job in ("billing_job_seconds", "retention_job_seconds", "rollup_job_seconds"):
             if not math.isfinite(getattr(self, job)) or getattr(self, job) <= 0:
                 raise ValueError(f"{job}: expected a positive number")
         if bool(self.github_client_id) != bool(self.github_client_secret):

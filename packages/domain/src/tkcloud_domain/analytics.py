@@ -51,7 +51,12 @@ def window(
     length = PERIODS.get(period or "7d")
     if length is None:
         raise ValidationFailed(f"period: expected one of {', '.join(PERIODS)}")
-    return Window(now - length, now)
+    # A period ends with the hour in progress: its buckets are whole hours and days, and the
+    # rollups (kept per hour) answer it exactly.
+    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if end < now:
+        end += timedelta(hours=1)
+    return Window(end - length, end)
 
 
 def timezone(name: str | None) -> ZoneInfo:

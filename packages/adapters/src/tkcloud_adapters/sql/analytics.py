@@ -261,7 +261,7 @@ class SqlAnalyticsReader:
         last_week = week_start(window.end - timedelta(microseconds=1), tz)
         cohorts = []
         for cohort_week in sorted(active):
-            weeks = _weeks(cohort_week, last_week, tz)
+            weeks = week_starts(cohort_week, last_week, tz)
             cohorts.append(
                 Cohort(
                     week=cohort_week,
@@ -327,7 +327,7 @@ def _percentile(ordered: list[int], fraction: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _weeks(first: datetime, last: datetime, tz: ZoneInfo) -> list[datetime]:
+def week_starts(first: datetime, last: datetime, tz: ZoneInfo) -> list[datetime]:
     """Week starts from `first` to `last` inclusive; stepped in local days (DST weeks differ)."""
     weeks = [first]
     while weeks[-1] < last:

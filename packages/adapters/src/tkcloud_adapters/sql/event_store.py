@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tkcloud_adapters.sql.errors import database_errors
+from tkcloud_adapters.sql.rollups import SqlRollups
 from tkcloud_adapters.sql.schema import apps, dnt_daily, usage_monthly
 from tkcloud_adapters.sql.schema import events as events_table
 from tkcloud_application.ports.tenancy import AppUsage
@@ -70,8 +71,13 @@ class SqlEventStore:
                         await conn.execute(self._app_environment, {"app_id": app.app_id})
                     ).scalar_one_or_none()
                     environment = current or environment
-                inserted = len((await conn.execute(self._insert_events, rows)).all())
+                inserted_ids = [row[0] for row in await conn.execute(self._insert_events, rows)]
+                inserted = len(inserted_ids)
                 if inserted:
+                    moments = [row["timestamp"] for row in rows]
+                    await SqlRollups.enqueue(
+                        conn, app.app_id, inserted_ids, min(moments), max(moments)
+                    )
                     usage = {
                         "org_id": app.org_id,
                         "app_id": app.app_id,

@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Delete, and_, delete, literal_column, sele
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tkcloud_adapters.sql.errors import database_errors
+from tkcloud_adapters.sql.rollups import SqlRollups
 from tkcloud_adapters.sql.schema import events
 
 
@@ -22,6 +23,7 @@ class SqlEventPurger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._rollups = SqlRollups(engine)
 
     async def purge(self, app_id: str, older_than: datetime, batch_size: int) -> int:
         if batch_size < 1:
@@ -34,6 +36,7 @@ class SqlEventPurger:
                     deleted = (await conn.execute(statement)).rowcount
             total += deleted
             if deleted < batch_size:
+                await self._rollups.purge(app_id, older_than)
                 return total
 
     def _batch(self, app_id: str, older_than: datetime, batch_size: int) -> Delete:

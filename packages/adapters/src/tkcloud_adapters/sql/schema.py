@@ -203,6 +203,83 @@ dnt_daily = Table(
     PrimaryKeyConstraint("app_id", "day"),
 )
 
+# --- analytics rollups (tkcloud_domain.rollups explains them) -----------------------------------
+
+# Stored batches not yet folded into the rollups: one row per batch, written in the batch's own
+# transaction, so a committed event is always either folded or queued here.
+rollup_queue = Table(
+    "rollup_queue",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("app_id", String, nullable=False, index=True),
+    Column("event_ids", Text, nullable=False),  # a JSON array of the inserted events' ids
+    Column("first_timestamp", UtcDateTime, nullable=False),
+    Column("last_timestamp", UtcDateTime, nullable=False),
+)
+
+# Counters per slice, kind and hour or day: events (every kind), and for "total" and "command"
+# also how many reported success, succeeded and failed. `key` is the JSON of the value counted.
+rollup_counts = Table(
+    "rollup_counts",
+    metadata,
+    Column("app_id", String, nullable=False),
+    Column("slice", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("grain", String(1), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("key", String, nullable=False),
+    Column("subkey", String, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("reported", BigInteger, nullable=False),
+    Column("successes", BigInteger, nullable=False),
+    Column("failures", BigInteger, nullable=False),
+    PrimaryKeyConstraint("app_id", "slice", "kind", "grain", "at", "key", "subkey"),
+)
+
+# Log-scale histograms of command durations (tkcloud_domain.rollups.duration_bucket).
+rollup_durations = Table(
+    "rollup_durations",
+    metadata,
+    Column("app_id", String, nullable=False),
+    Column("slice", String, nullable=False),
+    Column("grain", String(1), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("command", String, nullable=False),
+    Column("bucket", Integer, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    PrimaryKeyConstraint("app_id", "slice", "grain", "at", "command", "bucket"),
+)
+
+# The UTC hours (a 24-bit mask) each user was active in on each UTC day.
+rollup_user_days = Table(
+    "rollup_user_days",
+    metadata,
+    Column("app_id", String, nullable=False),
+    Column("slice", String, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("user_key", BigInteger, nullable=False),
+    Column("hours", Integer, nullable=False),
+    PrimaryKeyConstraint("app_id", "slice", "day", "user_key"),
+)
+
+# When each user and session was first seen (per slice): retention cohorts and session starts.
+rollup_first_seen = Table(
+    "rollup_first_seen",
+    metadata,
+    Column("app_id", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("slice", String, nullable=False),
+    Column("key", BigInteger, nullable=False),
+    Column("first_seen", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("app_id", "kind", "slice", "key"),
+    Index(
+        "ix_rollup_first_seen_app_id_kind_slice_first_seen", "app_id", "kind", "slice", "first_seen"
+    ),
+)
+
+# Every table of one app's rollups (rebuilt, purged and deleted together).
+ROLLUP_TABLES = (rollup_counts, rollup_durations, rollup_user_days, rollup_first_seen)
+
 # --- public sharing ------------------------------------------------------------------------------
 
 # Read-only public views of one app's analytics. The slug is the link's whole secret (at least 128

@@ -23,11 +23,13 @@ from tkcloud_adapters.sql.identity import (
     SqlUserRepository,
 )
 from tkcloud_adapters.sql.schema import (
+    ROLLUP_TABLES,
     app_credentials,
     apps,
     dnt_daily,
     events,
     orgs,
+    rollup_queue,
     share_links,
 )
 from tkcloud_adapters.sql.sharing import SqlBadgeSettings, SqlShareLinkRepository
@@ -202,7 +204,14 @@ class SqlAppRepository(SqlRepository):
         # Children first: the credentials' foreign key refuses an app that still has them.
         # usage_monthly stays: the quota counts accepted events, and deleting an app must not
         # give its month's events back to the org.
-        for table in (app_credentials, share_links, events, dnt_daily):
+        for table in (
+            app_credentials,
+            share_links,
+            events,
+            dnt_daily,
+            rollup_queue,
+            *ROLLUP_TABLES,
+        ):
             await self._execute(delete(table).where(table.c.app_id == app_id))
         await self._execute(delete(apps).where(apps.c.id == app_id))
 
@@ -211,6 +220,9 @@ class SqlAppRepository(SqlRepository):
         # (SqlEventStore.store), so they commit before this delete (and are deleted with the
         # rest) or wait and then see the app as it is after this transaction.
         await self._rows(select(apps.c.id).where(apps.c.id == app_id).with_for_update())
+        # The rollups and queued batches of those events go with them.
+        for table in (rollup_queue, *ROLLUP_TABLES):
+            await self._execute(delete(table).where(table.c.app_id == app_id))
         return await self._execute(delete(events).where(events.c.app_id == app_id))
 
 

@@ -110,6 +110,17 @@ def retention_run(args: argparse.Namespace, settings: Settings) -> int:
     return emit(args, {"items": items, "deleted": total}, text)
 
 
+def analytics_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(container: Container) -> Any:
+        return await (await service(container, "rollups")).rebuild(args.org, args.app)
+
+    rebuilt = run(settings, work)
+    items = [{"org_id": r.org_id, "app_id": r.app_id, "events": r.events} for r in rebuilt]
+    total = sum(r.events for r in rebuilt)
+    text = f"Rebuilt the rollups of {len(rebuilt)} app(s) from {total} stored event(s)"
+    return emit(args, {"items": items, "events": total}, text)
+
+
 def register(sub: Any) -> None:
     p = command(sub, "serve", serve, "run the service (embedded by default)", json_flag=False)
     p.add_argument("--host")
@@ -125,6 +136,15 @@ def register(sub: Any) -> None:
         retention_run,
         "delete events older than their plan keeps (the server runs this hourly)",
     )
+    analytics = group(sub, "analytics", "analytics rollups")
+    p = command(
+        analytics,
+        "rebuild",
+        analytics_rebuild,
+        "recompute the rollups from the stored events (every app, one org's, or one app's)",
+    )
+    p.add_argument("--org", help="only this org's apps")
+    p.add_argument("--app", help="only this app")
     command(
         sub, "demo", demo, "create a demo org and app, print the SDK configuration", json_flag=False
     )

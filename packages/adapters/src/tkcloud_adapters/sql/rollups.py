@@ -1,0 +1,379 @@
+"""Rollup maintenance on SQL: folding queued batches into the rollup tables, and rebuilding them.
+
+Ingestion adds one `rollup_queue` row per stored batch in the batch's own transaction
+(`enqueue`). `catch_up` folds queued batches: it reads their events, adds their
+`RollupDelta` to the rollup tables and deletes the queue rows, all in one transaction, so a
+batch is folded exactly once whatever fails when. One fold runs at a time (an advisory lock on
+Postgres, a write transaction taken up front on SQLite), because folding reads the sessions'
+first-seen instants before it moves their start counters.
+
+Who folds: every service process runs `catch_up` every second or so, and an analytics read
+first folds its app's queued batches (waiting at most a second for a fold in progress), so the
+dashboard sees an event as soon as its batch is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert, Table, and_, delete, func, literal, or_, select, text, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tkcloud_adapters.sql.errors import database_errors
+from tkcloud_adapters.sql.schema import (
+    ROLLUP_TABLES,
+    events,
+    rollup_counts,
+    rollup_durations,
+    rollup_first_seen,
+    rollup_queue,
+    rollup_user_days,
+)
+from tkcloud_domain.rollups import RolledEvent, RollupDelta
+
+# Postgres advisory lock key of the fold ("tkroll" in ASCII), and lock_timeout's SQLSTATE.
+_FOLD_LOCK = 0x746B726F6C6C
+_LOCK_NOT_AVAILABLE = "55P03"
+# Queue rows folded per transaction: bounded so a fold holds its lock briefly.
+FOLD_BATCHES = 200
+# Events per transaction of a rebuild.
+REBUILD_CHUNK = 20_000
+# Bind parameters per statement stay far below both drivers' limits.
+_KEYS_PER_QUERY = 2_000
+
+_ROLLED_COLUMNS = [events.c[name] for name in RolledEvent.__dataclass_fields__]
+
+
+class SqlRollups:
+    """Implements `RollupMaintainer`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        insert = postgresql.insert if self._postgres else sqlite.insert
+        self._add_counts = _adding(
+            insert(rollup_counts), rollup_counts, ("events", "reported", "successes", "failures")
+        )
+        self._add_durations = _adding(insert(rollup_durations), rollup_durations, ("events",))
+        user_days = insert(rollup_user_days)
+        self._add_user_days = user_days.on_conflict_do_update(
+            index_elements=list(rollup_user_days.primary_key.columns),
+            set_={"hours": rollup_user_days.c.hours.op("|")(user_days.excluded.hours)},
+        )
+        first_seen = insert(rollup_first_seen)
+        earliest = func.least if self._postgres else func.min
+        self._add_first_seen = first_seen.on_conflict_do_update(
+            index_elements=list(rollup_first_seen.primary_key.columns),
+            set_={
+                "first_seen": earliest(
+                    rollup_first_seen.c.first_seen, first_seen.excluded.first_seen
+                )
+            },
+        )
+        # SQLite: the fold's transaction is the only writer of rollups in this process.
+        self._sqlite_lock = asyncio.Lock()
+
+    @staticmethod
+    async def enqueue(
+        conn: AsyncConnection,
+        app_id: str,
+        event_ids: Sequence[str],
+        first: datetime,
+        last: datetime,
+    ) -> None:
+        """Queue a stored batch, in the batch's own transaction: the ids of the events it
+        inserted, and bounds of their timestamps."""
+        if event_ids:
+            await conn.execute(
+                rollup_queue.insert(),
+                {
+                    "app_id": app_id,
+                    "event_ids": json.dumps(list(event_ids)),
+                    "first_timestamp": first,
+                    "last_timestamp": last,
+                },
+            )
+
+    async def pending(self, app_id: str | None = None, *, at_least_one: bool = False) -> int:
+        """Batches queued (of one app, or all); with `at_least_one`, 1 if any (a cheaper probe)."""
+        query = select(func.count()).select_from(rollup_queue)
+        if app_id is not None:
+            query = query.where(rollup_queue.c.app_id == app_id)
+        if at_least_one:
+            query = select(func.count()).select_from(
+                query.with_only_columns(literal(1)).limit(1).subquery()
+            )
+        with database_errors():
+            async with self._engine.connect() as conn:
+                return int((await conn.execute(query)).scalar_one())
+
+    async def catch_up(
+        self, app_id: str | None = None, max_batches: int | None = None, wait: float | None = None
+    ) -> int:
+        """Fold queued batches (of one app, or all) until none is left or `max_batches` are
+        folded; returns the number folded. `wait`: seconds to wait for a fold in progress before
+        giving up (returning 0); None waits as long as it takes."""
+        if not await self.pending(app_id, at_least_one=True):
+            return 0  # the usual case, without taking the fold lock
+        folded = 0
+        while max_batches is None or folded < max_batches:
+            limit = FOLD_BATCHES if max_batches is None else min(FOLD_BATCHES, max_batches - folded)
+            done = await self._fold_some(app_id, limit, wait)
+            if done is None:
+                break
+            folded += done
+            if done < limit:
+                break
+        return folded
+
+    async def _fold_some(self, app_id: str | None, limit: int, wait: float | None) -> int | None:
+        query = select(rollup_queue).order_by(rollup_queue.c.id).limit(limit)
+        if app_id is not None:
+            query = query.where(rollup_queue.c.app_id == app_id)
+        async with self._folding(wait) as conn:
+            if conn is None:
+                return None
+            queued = (await conn.execute(query)).all()
+            by_app: dict[str, list[Any]] = {}
+            for row in queued:
+                by_app.setdefault(row.app_id, []).append(row)
+            for app, rows in by_app.items():
+                delta = RollupDelta().add_all(await self._queued_events(conn, app, rows))
+                await self._apply(conn, app, delta)
+            if queued:
+                await conn.execute(
+                    delete(rollup_queue).where(rollup_queue.c.id.in_([row.id for row in queued]))
+                )
+            return len(queued)
+
+    @contextlib.asynccontextmanager
+    async def _folding(self, wait: float | None) -> AsyncIterator[AsyncConnection | None]:
+        """The fold's transaction, with the fold lock held (None: not had within `wait`)."""
+        with database_errors():
+            async with self._sqlite_guard(), self._engine.connect() as conn:
+                if not self._postgres:
+                    # The write lock now, not at the first write after the reads (which would
+                    # fail with SQLITE_BUSY if another writer committed in between).
+                    conn = await conn.execution_options(sqlite_begin_immediate=True)
+                async with conn.begin():
+                    if self._postgres and not await self._lock(conn, wait):
+                        yield None
+                        return
+                    yield conn
+
+    async def _lock(self, conn: AsyncConnection, wait: float | None) -> bool:
+        if wait == 0:
+            locked = select(func.pg_try_advisory_xact_lock(_FOLD_LOCK))
+            return bool((await conn.execute(locked)).scalar_one())
+        if wait is not None:
+            milliseconds = max(1, int(wait * 1000))
+            await conn.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
+        try:
+            async with conn.begin_nested():
+                await conn.execute(select(func.pg_advisory_xact_lock(_FOLD_LOCK)))
+        except DBAPIError as error:
+            if wait is not None and getattr(error.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                return False
+            raise
+        await conn.execute(text("SET LOCAL lock_timeout = 0"))
+        return True
+
+    def _sqlite_guard(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return contextlib.nullcontext() if self._postgres else self._sqlite_lock
+
+    async def _queued_events(
+        self, conn: AsyncConnection, app_id: str, rows: Sequence[Any]
+    ) -> list[RolledEvent]:
+        found: list[RolledEvent] = []
+        for row in rows:
+            ids = json.loads(row.event_ids)
+            for start in range(0, len(ids), _KEYS_PER_QUERY):
+                query = select(*_ROLLED_COLUMNS).where(
+                    events.c.app_id == app_id,
+                    # The batch's time range lets Postgres skip the other months' partitions.
+                    events.c.timestamp >= row.first_timestamp,
+                    events.c.timestamp <= row.last_timestamp,
+                    events.c.event_id.in_(ids[start : start + _KEYS_PER_QUERY]),
+                )
+                found += [RolledEvent(*event) for event in (await conn.execute(query)).all()]
+        return found
+
+    async def rebuild(self, app_id: str) -> int:
+        """Drop one app's rollups and fold all its stored events again, in one transaction that
+        sees one snapshot: a batch stored meanwhile is either read here (and its queue row
+        deleted) or folded later from the queue, never both. Returns the events folded."""
+        with database_errors():
+            async with self._rebuilding() as conn:
+                await conn.execute(delete(rollup_queue).where(rollup_queue.c.app_id == app_id))
+                for table in ROLLUP_TABLES:
+                    await conn.execute(delete(table).where(table.c.app_id == app_id))
+                total = 0
+                after: tuple[datetime, str] | None = None
+                while True:  # keyset pagination over the (app_id, timestamp) index
+                    query = (
+                        select(*_ROLLED_COLUMNS, events.c.event_id)
+                        .where(events.c.app_id == app_id)
+                        .order_by(events.c.timestamp, events.c.event_id)
+                        .limit(REBUILD_CHUNK)
+                    )
+                    if after is not None:
+                        # Typed binds: SQLite compares the stored text form of the timestamp.
+                        query = query.where(
+                            tuple_(events.c.timestamp, events.c.event_id)
+                            > tuple_(
+                                literal(after[0], events.c.timestamp.type),
+                                literal(after[1], events.c.event_id.type),
+                            )
+                        )
+                    rows = (await conn.execute(query)).all()
+                    if not rows:
+                        return total
+                    delta = RollupDelta().add_all(RolledEvent(*row[:-1]) for row in rows)
+                    await self._apply(conn, app_id, delta)
+                    total += len(rows)
+                    after = (rows[-1].timestamp, rows[-1].event_id)
+
+    @contextlib.asynccontextmanager
+    async def _rebuilding(self) -> AsyncIterator[AsyncConnection]:
+        if not self._postgres:
+            async with self._folding(None) as conn:  # SQLite transactions are serializable
+                assert conn is not None
+                yield conn
+            return
+        async with self._engine.connect() as conn:
+            # A session-level lock, taken before the snapshot: a repeatable-read transaction's
+            # snapshot is its first statement's, and it must not predate the last fold.
+            await conn.execute(select(func.pg_advisory_lock(_FOLD_LOCK)))
+            await conn.commit()
+            try:
+                snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
+                async with snapshot.begin():
+                    yield snapshot
+            finally:
+                await conn.execution_options(isolation_level="READ COMMITTED")
+                await conn.execute(select(func.pg_advisory_unlock(_FOLD_LOCK)))
+                await conn.commit()
+
+    async def forget(self, conn: AsyncConnection, app_id: str) -> None:
+        """Delete one app's rollups and queued batches (its events are being deleted)."""
+        for table in (rollup_queue, *ROLLUP_TABLES):
+            await conn.execute(delete(table).where(table.c.app_id == app_id))
+
+    async def purge(self, app_id: str, older_than: datetime) -> None:
+        """Delete one app's rollups of the hours before `older_than` (the retention job). A
+        day row goes with the last of its hours; users' first-seen instants stay (a user seen
+        before the retention horizon is not new after it), sessions' go."""
+        midnight = older_than.replace(hour=0, minute=0, second=0, microsecond=0)
+        with database_errors():
+            async with self._engine.begin() as conn:
+                for table in (rollup_counts, rollup_durations):
+                    await conn.execute(
+                        delete(table).where(
+                            table.c.app_id == app_id,
+                            or_(
+                                and_(table.c.grain == "h", table.c.at < older_than),
+                                and_(table.c.grain == "d", table.c.at < midnight),
+                            ),
+                        )
+                    )
+                await conn.execute(
+                    delete(rollup_user_days).where(
+                        rollup_user_days.c.app_id == app_id,
+                        rollup_user_days.c.day < midnight.date(),
+                    )
+                )
+                await conn.execute(
+                    delete(rollup_first_seen).where(
+                        rollup_first_seen.c.app_id == app_id,
+                        rollup_first_seen.c.kind == "session",
+                        rollup_first_seen.c.first_seen < older_than,
+                    )
+                )
+
+    async def _apply(self, conn: AsyncConnection, app_id: str, delta: RollupDelta) -> None:
+        if not delta.events:
+            return
+        known = await self._known_sessions(conn, app_id, delta)
+        for key, change in delta.session_start_moves(known):
+            delta.counts[key][0] += change
+        counts = [
+            {
+                "app_id": app_id,
+                "slice": name,
+                "kind": kind,
+                "grain": grain,
+                "at": at,
+                "key": key,
+                "subkey": subkey,
+                "events": values[0],
+                "reported": values[1],
+                "successes": values[2],
+                "failures": values[3],
+            }
+            for (name, kind, grain, at, key, subkey), values in sorted(delta.counts.items())
+        ]
+        durations = [
+            {
+                "app_id": app_id,
+                "slice": name,
+                "grain": grain,
+                "at": at,
+                "command": command,
+                "bucket": bucket,
+                "events": n,
+            }
+            for (name, grain, at, command, bucket), n in sorted(delta.durations.items())
+        ]
+        user_days = [
+            {"app_id": app_id, "slice": name, "day": day, "user_key": user, "hours": hours}
+            for (name, day, user), hours in sorted(delta.user_hours.items())
+        ]
+        first_seen = [
+            {"app_id": app_id, "kind": kind, "slice": name, "key": key, "first_seen": moment}
+            for (kind, name, key), moment in sorted(delta.first_seen.items())
+        ]
+        for statement, rows in (
+            (self._add_counts, counts),
+            (self._add_durations, durations),
+            (self._add_user_days, user_days),
+            (self._add_first_seen, first_seen),
+        ):
+            for chunk in _chunks(rows, _KEYS_PER_QUERY):
+                await conn.execute(statement, chunk)
+
+    async def _known_sessions(
+        self, conn: AsyncConnection, app_id: str, delta: RollupDelta
+    ) -> dict[tuple[str, int], datetime]:
+        keys = sorted({key for kind, _, key in delta.first_seen if kind == "session"})
+        known: dict[tuple[str, int], datetime] = {}
+        for chunk in _chunks(keys, _KEYS_PER_QUERY):
+            query = select(
+                rollup_first_seen.c.slice, rollup_first_seen.c.key, rollup_first_seen.c.first_seen
+            ).where(
+                rollup_first_seen.c.app_id == app_id,
+                rollup_first_seen.c.kind == "session",
+                rollup_first_seen.c.key.in_(chunk),
+            )
+            for name, key, moment in (await conn.execute(query)).all():
+                known[(name, key)] = moment
+        return known
+
+
+def _adding(insert: Any, table: Table, counters: Iterable[str]) -> Insert:
+    """INSERT the row, or add its counters to the existing row's."""
+    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=list(table.primary_key.columns),
+        set_={name: table.c[name] + insert.excluded[name] for name in counters},
+    )
+
+
+def _chunks(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]

@@ -1,0 +1,308 @@
+"""Rollups: what the analytics answers are computed from instead of raw events.
+
+A batch of stored events folds into a `RollupDelta`; deltas add up (counters add, hour masks
+OR, first-seen instants take the minimum), so folding events batch by batch, in any order and
+any grouping, gives the same rollups as folding them all at once. That is what makes them
+correct under late events (an event adds to the hour it happened in, whenever it arrives) and
+rebuildable from the stored events at any time. Duplicates never reach a delta: only events the
+store actually inserted are folded.
+
+Every event is folded into up to four *slices*: all events (""), and the events of its
+event_type, of its service_version and of its os ("os=linux"). A question with at most one
+filter reads exactly one slice; one with several filters is answered from the raw events.
+
+Time is kept at two grains, UTC hours ("h") and UTC days ("d"): a window that starts and ends on
+whole hours reads day rows for its whole days and hour rows for the rest.
+
+Distinct users are exact: one row per user, UTC day and slice holds the 24-bit mask of the hours
+the user was active, so any hour-aligned bucket (a local day, a week, a rolling 30 days) counts
+the users whose masks meet it. Users and sessions are keyed by a 63-bit hash of their id (a
+collision between two of an app's users is about as likely as 1 in 10^10 with 400,000 users).
+Duration percentiles come from log-scale histograms (relative accuracy 1 %), see `duration_bucket`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+ALL_HOURS = (1 << 24) - 1
+
+# Durations are histogrammed in buckets [GAMMA^(i-1), GAMMA^i): every duration in a bucket is
+# within ALPHA of the bucket's representative value, so a percentile interpolated between
+# representatives is within ALPHA of the one interpolated between the exact durations.
+GAMMA = 1.02
+ALPHA = (GAMMA - 1) / (GAMMA + 1)  # 0.0099
+_LOG_GAMMA = math.log(GAMMA)
+
+
+class _Profile(NamedTuple):
+    """The counted columns of events, with the hour they happened in."""
+
+    hour: datetime
+    event_type: str
+    service_version: str
+    os: str | None
+    arch: str | None
+    ci: bool | None
+    shell: str | None
+    sdk_version: str | None
+    command: str | None
+    success: bool | None
+    exit_code: int | None
+    feature: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RolledEvent:
+    """The columns of a stored event that the rollups read."""
+
+    timestamp: datetime
+    user_id: str
+    session_id: str | None
+    event_type: str
+    service_version: str
+    os: str | None
+    arch: str | None
+    ci: bool | None
+    shell: str | None
+    sdk_version: str | None
+    command: str | None
+    success: bool | None
+    duration_ms: int | None
+    exit_code: int | None
+    feature: str | None
+
+
+def slice_of(name: str, value: str) -> str:
+    return f"{name}={value}"
+
+
+def key_of(value: str | bool | None) -> str:
+    """A counter key: the JSON of the value, so None ("not reported") stays apart from any
+    string and booleans from their names."""
+    return json.dumps(value)
+
+
+def value_of(key: str) -> str | bool | None:
+    value: str | bool | None = json.loads(key)
+    return value
+
+
+def identity_key(identifier: str) -> int:
+    """A user's or session's 63-bit key (non-negative: a signed BIGINT on every backend)."""
+    digest = hashlib.blake2b(identifier.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def duration_bucket(duration_ms: int) -> int:
+    """The histogram bucket of a duration: 0 for 0 ms (and below), else ceil(log_GAMMA(d))."""
+    if duration_ms <= 0:
+        return 0
+    return max(1, math.ceil(math.log(duration_ms) / _LOG_GAMMA - 1e-9))
+
+
+def bucket_value(bucket: int) -> float:
+    """The representative duration of a bucket (DDSketch's): within ALPHA of all its values."""
+    if bucket <= 0:
+        return 0.0
+    return 2 * GAMMA**bucket / (GAMMA + 1)
+
+
+def percentile(histogram: Iterable[tuple[int, int]], fraction: float) -> float | None:
+    """percentile_cont over a histogram of (bucket, count), each value its representative."""
+    ordered = sorted((b, c) for b, c in histogram if c > 0)
+    total = sum(c for _, c in ordered)
+    if total == 0:
+        return None
+    position = fraction * (total - 1)
+    low_rank, high_rank = math.floor(position), math.ceil(position)
+    low = high = 0.0
+    seen = 0
+    for bucket, count in ordered:
+        if seen <= low_rank < seen + count:
+            low = bucket_value(bucket)
+        if seen <= high_rank < seen + count:
+            high = bucket_value(bucket)
+            break
+        seen += count
+    return low + (high - low) * (position - low_rank)
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def is_whole_hour(moment: datetime) -> bool:
+    return moment.astimezone(UTC) == hour_of(moment)
+
+
+# Counter row key: (slice, kind, grain, at, key, subkey); values: events, reported, successes,
+# failures (reported: events that said whether they succeeded).
+CountKey = tuple[str, str, str, datetime, str, str]
+DurationKey = tuple[str, str, datetime, str, int]  # slice, grain, at, command key, bucket
+UserDayKey = tuple[str, date, int]  # slice, day, user key
+FirstSeenKey = tuple[str, str, int]  # kind ("user" | "session"), slice, key
+
+
+@dataclass
+class RollupDelta:
+    """What some events add to one app's rollups. Session starts are not in `counts` until the
+    store knows each session's earlier first-seen instant (`session_start_moves`)."""
+
+    counts: defaultdict[CountKey, list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0])
+    )
+    durations: Counter[DurationKey] = field(default_factory=Counter)
+    user_hours: defaultdict[UserDayKey, int] = field(default_factory=lambda: defaultdict(int))
+    first_seen: dict[FirstSeenKey, datetime] = field(default_factory=dict)
+    events: int = 0
+
+    def add_all(self, events: Iterable[RolledEvent]) -> RollupDelta:
+        # Events sharing an hour and every counted column add up before they are expanded
+        # into slices and grains: a batch has far fewer such profiles than events.
+        profiles: Counter[_Profile] = Counter()
+        for event in events:
+            self.events += 1
+            hour = hour_of(event.timestamp)
+            profiles[
+                _Profile(
+                    hour,
+                    event.event_type,
+                    event.service_version,
+                    event.os,
+                    event.arch,
+                    event.ci,
+                    event.shell,
+                    event.sdk_version,
+                    event.command,
+                    event.success,
+                    event.exit_code,
+                    event.feature,
+                )
+            ] += 1
+            slices = _slices(event.event_type, event.service_version, event.os)
+            if event.duration_ms is not None and event.command is not None:
+                bucket = duration_bucket(event.duration_ms)
+                command = key_of(event.command)
+                for name in slices:
+                    for grain, at in _grains(hour):
+                        self.durations[(name, grain, at, command, bucket)] += 1
+            user = identity_key(event.user_id)
+            bit = 1 << hour.hour
+            day = hour.date()
+            moment = event.timestamp.astimezone(UTC)
+            for name in slices:
+                self.user_hours[(name, day, user)] |= bit
+                self._seen(("user", name, user), moment)
+                if event.session_id is not None:
+                    self._seen(("session", name, identity_key(event.session_id)), moment)
+        for profile, events_count in profiles.items():
+            self._count_profile(profile, events_count)
+        return self
+
+    def _seen(self, key: FirstSeenKey, moment: datetime) -> None:
+        known = self.first_seen.get(key)
+        if known is None or moment < known:
+            self.first_seen[key] = moment
+
+    def _count_profile(self, p: _Profile, n: int) -> None:
+        reported = n if p.success is not None else 0
+        successes = n if p.success is True else 0
+        failures = n if p.success is False else 0
+        command = key_of(p.command)
+        # (kind, key, subkey, reported, successes, failures); every counter also counts events.
+        counters = [
+            ("total", "", "", reported, successes, failures),
+            ("command", command, "", reported, successes, failures),
+            ("os", key_of(p.os), "", 0, 0, 0),
+            ("arch", key_of(p.arch), "", 0, 0, 0),
+            ("ci", key_of(p.ci), "", 0, 0, 0),
+            ("shell", key_of(p.shell), "", 0, 0, 0),
+            ("service_version", key_of(p.service_version), "", 0, 0, 0),
+            ("sdk_version", key_of(p.sdk_version), "", 0, 0, 0),
+        ]
+        if p.feature is not None:
+            counters.append(("feature", key_of(p.feature), "", 0, 0, 0))
+        if p.exit_code is not None:
+            counters.append(("exit", command, str(p.exit_code), 0, 0, 0))
+            if p.success is False:
+                counters.append(("failed_exit", command, str(p.exit_code), 0, 0, 0))
+        for name in _slices(p.event_type, p.service_version, p.os):
+            for grain, at in _grains(p.hour):
+                for kind, key, subkey, rep, ok, failed in counters:
+                    row = self.counts[(name, kind, grain, at, key, subkey)]
+                    row[0] += n
+                    row[1] += rep
+                    row[2] += ok
+                    row[3] += failed
+
+    def session_start_moves(
+        self, known: dict[tuple[str, int], datetime]
+    ) -> Iterator[tuple[CountKey, int]]:
+        """The session-start counter changes, given the sessions' first-seen instants already
+        stored (slice, key): +1 where a session is new, and moved where it started earlier."""
+        for (kind, name, key), moment in self.first_seen.items():
+            if kind != "session":
+                continue
+            before = known.get((name, key))
+            if before is not None and before <= moment:
+                continue
+            if before is not None:
+                for grain, at in _grains(hour_of(before)):
+                    yield (name, "sessions", grain, at, "", ""), -1
+            for grain, at in _grains(hour_of(moment)):
+                yield (name, "sessions", grain, at, "", ""), 1
+
+
+def _slices(event_type: str, service_version: str, os: str | None) -> list[str]:
+    names = ["", slice_of("event_type", event_type), slice_of("service_version", service_version)]
+    if os is not None:
+        names.append(slice_of("os", os))
+    return names
+
+
+def _grains(hour: datetime) -> tuple[tuple[str, datetime], tuple[str, datetime]]:
+    return ("h", hour), ("d", hour.replace(hour=0))
+
+
+# --- reading: windows and buckets as hour masks --------------------------------------------------
+
+
+def split(
+    start: datetime, end: datetime
+) -> tuple[list[tuple[datetime, datetime]], tuple[date, date] | None]:
+    """[start, end) (whole hours) as the hour ranges to read at the hour grain, and the whole
+    UTC days [first, last) to read at the day grain (None: no whole day)."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first = start if start.hour == 0 else _midnight(start.date() + DAY)
+    last = _midnight(end.date())
+    if first >= last:
+        return [(start, end)], None
+    hours = [(a, b) for a, b in ((start, first), (last, end)) if a < b]
+    return hours, (first.date(), last.date())
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def day_masks(start: datetime, end: datetime) -> list[tuple[date, int]]:
+    """The UTC days [start, end) (whole hours) touches, each with the mask of its hours inside."""
+    masks: list[tuple[date, int]] = []
+    moment = hour_of(start)
+    while moment < end:
+        stop = min(_midnight(moment.date() + DAY), end)
+        first, count = moment.hour, int((stop - moment) / HOUR)
+        mask = ALL_HOURS if count == 24 else ((1 << count) - 1) << first
+        masks.append((moment.date(), mask))
+        moment = stop
+    return masks

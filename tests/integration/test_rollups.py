@@ -1,0 +1,246 @@
+"""The rollups against a full recomputation, after random ingestion (property tests).
+
+Hypothesis draws batches of events from a small world, so that duplicates (inside a batch and
+across batches, with changed content), late events, sessions that start earlier than first seen
+and users on several os and versions are common. The batches go through the real event store,
+with folds of random size in between. Then, on SQLite and on Postgres:
+
+- the rollups equal those `rebuild` computes from the stored events in one go;
+- every analytics answer from the rollups equals the raw reader's (percentiles within 1 %,
+  sessions counted as sessions started in the window), unfiltered and under each filter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.support.sdk import sdk_event
+from tkcloud_adapters.sql.analytics import SqlAnalyticsReader
+from tkcloud_adapters.sql.engine import create_engine
+from tkcloud_adapters.sql.event_store import SqlEventStore
+from tkcloud_adapters.sql.migrate import upgrade
+from tkcloud_adapters.sql.rollup_analytics import RollupAnalyticsReader
+from tkcloud_adapters.sql.rollups import SqlRollups
+from tkcloud_adapters.sql.schema import ROLLUP_TABLES, events, rollup_queue
+from tkcloud_domain.analytics import Dimension, Filters, Window
+from tkcloud_domain.events import EventSchema, parse_event
+from tkcloud_domain.plans import PLAN_LIMITS, Plan
+from tkcloud_domain.rollups import ALPHA
+from tkcloud_domain.tenancy import Environment, IngestApp
+
+START = datetime(2026, 11, 23, tzinfo=UTC)  # a Monday
+NOW = START + timedelta(days=12)
+MINUTES = 10 * 24 * 60
+EVENT_IDS = [str(uuid.UUID(int=n, version=4)) for n in range(1, 40)]
+COUNTERS = ("events", "reported", "successes", "failures", "hours")
+
+WINDOWS = [
+    Window(START, START + timedelta(days=10)),
+    Window(START + timedelta(days=2, hours=5), START + timedelta(days=7, hours=13)),
+    Window(START + timedelta(days=3, hours=22), START + timedelta(days=4, hours=3)),
+]
+FILTERS = [
+    Filters(),
+    Filters(os="linux"),
+    Filters(service_version="2.0"),
+    Filters(event_type="feature_usage"),
+]
+ZONES = [ZoneInfo("UTC"), ZoneInfo("Europe/Berlin"), ZoneInfo("America/Los_Angeles")]
+
+
+@st.composite
+def wire_events(draw: st.DrawFn) -> dict[str, Any]:
+    moment = START + timedelta(minutes=draw(st.integers(0, MINUTES - 1)))
+    if draw(st.booleans()):
+        data: dict[str, Any] = {"command": draw(st.sampled_from(["build", "test", "deploy"]))}
+        for name, values in (
+            ("success", st.booleans()),
+            ("duration_ms", st.integers(0, 5000)),
+            ("exit_code", st.integers(0, 3)),
+        ):
+            if draw(st.booleans()):
+                data[name] = draw(values)
+        event_type = "command_execution"
+    else:
+        data = {"feature": draw(st.sampled_from(["export", "login"]))}
+        event_type = "feature_usage"
+    os = draw(st.sampled_from(["linux", "macos", None]))
+    environment: dict[str, Any] = {"os": os} if os else {}
+    if draw(st.booleans()):
+        environment |= {"arch": "x86_64", "ci": draw(st.booleans()), "shell": "bash"}
+    event = sdk_event(
+        moment,
+        event_id=draw(st.sampled_from(EVENT_IDS)),
+        user_id=f"client_{draw(st.sampled_from('abcd'))}",
+        service={"name": "cli", "version": draw(st.sampled_from(["1.0", "2.0"]))},
+        environment=environment,
+        event={"type": event_type, "data": data},
+    )
+    session = draw(st.sampled_from(["s1", "s2", "s3", "s4", None]))
+    if session is None:
+        del event["session_id"]
+    else:
+        event["session_id"] = session
+    return event
+
+
+# Each batch with the number of queued batches folded right after it is stored.
+batches = st.lists(
+    st.tuples(st.lists(wire_events(), min_size=1, max_size=6), st.integers(0, 2)),
+    min_size=1,
+    max_size=8,
+)
+
+
+def parsed(wire: list[dict[str, Any]]) -> list[EventSchema]:
+    result = []
+    for index, event in enumerate(wire):
+        schema = parse_event(json.dumps(event).encode(), index, now=NOW, oldest=None)
+        assert isinstance(schema, EventSchema), schema
+        result.append(schema)
+    return result
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('rollups') / 'rollups.db'}"
+        upgrade(url)
+        yield url
+        return
+    url = create_postgres_database("rollups")
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=batches)
+def test_rollups_equal_a_full_recomputation(
+    database_url: str, batches: list[tuple[list[dict[str, Any]], int]]
+) -> None:
+    asyncio.run(_scenario(database_url, batches))
+
+
+async def _scenario(url: str, batches: list[tuple[list[dict[str, Any]], int]]) -> None:
+    engine = create_engine(url)
+    try:
+        app_id = f"app_{uuid.uuid4().hex}"  # a fresh app per example: no cleanup needed
+        app = IngestApp(
+            "org_p", app_id, Environment.PRODUCTION, True, Plan.PRO, PLAN_LIMITS[Plan.PRO], ()
+        )
+        store, rollups = SqlEventStore(engine), SqlRollups(engine)
+        for number, (wire, folds) in enumerate(batches):
+            await store.store(app, parsed(wire), NOW + timedelta(minutes=number))
+            if folds:
+                await rollups.catch_up(app_id, max_batches=folds)
+        await rollups.catch_up(app_id)
+        assert await rollups.pending(app_id) == 0
+        incremental = await _rollup_rows(engine, app_id)
+        stored = await rollups.rebuild(app_id)
+        assert stored == await _count(engine, app_id)
+        assert await _rollup_rows(engine, app_id) == incremental
+        await _answers_agree(engine, rollups, app_id)
+    finally:
+        await engine.dispose()
+
+
+async def _rollup_rows(engine: AsyncEngine, app_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every rollup row of the app, sorted; rows whose counters are all 0 (left where a
+    session's start moved to an earlier hour) are no different from absent ones."""
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    async with engine.connect() as conn:
+        for table in ROLLUP_TABLES:
+            counters = [c.name for c in table.columns if c.name in COUNTERS]
+            found = (await conn.execute(select(table).where(table.c.app_id == app_id))).all()
+            rows[table.name] = sorted(
+                tuple(row)
+                for row in found
+                if not counters or any(row._mapping[c] for c in counters)
+            )
+    return rows
+
+
+async def _count(engine: AsyncEngine, app_id: str) -> int:
+    async with engine.connect() as conn:
+        query = select(events.c.event_id).where(events.c.app_id == app_id)
+        return len((await conn.execute(query)).all())
+
+
+async def _answers_agree(engine: AsyncEngine, rollups: SqlRollups, app_id: str) -> None:
+    raw = SqlAnalyticsReader(engine)
+    rolled = RollupAnalyticsReader(engine, rollups, raw)
+    for window in WINDOWS:
+        for filters in FILTERS:
+            args = (app_id, window, filters)
+            mine, theirs = await rolled.totals(*args), await raw.totals(*args)
+            assert (mine.events, mine.users) == (theirs.events, theirs.users)
+            assert mine.sessions == await _sessions_started(engine, app_id, window, filters)
+            for tz in ZONES:
+                assert await rolled.series(*args, tz) == await raw.series(*args, tz)
+                assert await rolled.retention(*args, tz) == await raw.retention(*args, tz)
+            assert await rolled.active_users(*args) == await raw.active_users(*args)
+            assert await rolled.top_features(*args, 100) == await raw.top_features(*args, 100)
+            assert await rolled.failing_commands(*args, 100) == await raw.failing_commands(
+                *args, 100
+            )
+            for dimension in Dimension:
+                assert await rolled.breakdown(*args, dimension, 100) == await raw.breakdown(
+                    *args, dimension, 100
+                )
+            mine_commands = await rolled.top_commands(*args, 100)
+            raw_commands = await raw.top_commands(*args, 100)
+            assert len(mine_commands) == len(raw_commands)
+            for a, b in zip(mine_commands, raw_commands, strict=True):
+                assert (a.command, a.count, a.success_rate, a.exit_codes) == (
+                    b.command,
+                    b.count,
+                    b.success_rate,
+                    b.exit_codes,
+                )
+                for x, y in ((a.p50_ms, b.p50_ms), (a.p95_ms, b.p95_ms)):
+                    assert (x is None) == (y is None)
+                    if x is not None and y is not None:
+                        assert x == pytest.approx(y, rel=ALPHA, abs=1e-9)
+    async with engine.connect() as conn:
+        queued = select(rollup_queue.c.id).where(rollup_queue.c.app_id == app_id)
+        assert (await conn.execute(queued)).all() == []
+
+
+async def _sessions_started(
+    engine: AsyncEngine, app_id: str, window: Window, filters: Filters
+) -> int:
+    """Sessions whose first event (under the filters) lies in the window."""
+    query = select(events.c.session_id, events.c.timestamp).where(
+        events.c.app_id == app_id, events.c.session_id.is_not(None)
+    )
+    for name in ("os", "service_version", "event_type"):
+        value = getattr(filters, name)
+        if value is not None:
+            query = query.where(events.c[name] == value)
+    first: dict[str, datetime] = {}
+    async with engine.connect() as conn:
+        for session, moment in (await conn.execute(query)).all():
+            first[session] = min(moment, first.get(session, moment))
+    return sum(window.start <= moment < window.end for moment in first.values())
