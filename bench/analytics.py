@@ -20,7 +20,9 @@ What it does, in order (bench/README.md, "Analytics", explains how to read the o
    arrival, as ingestion counts) and `dnt_daily` are filled and the table is VACUUM ANALYZEd, as
    autovacuum would have done to an insert-only table. The load runs in a child process, so that
    its memory does not count in this process's peak RSS;
-4. times each analytics use case through `AppAnalytics` (`SqlAnalyticsReader`, operator
+   Then it builds the rollups as `tkcloud analytics rebuild` does (`SqlRollups.rebuild`);
+4. times each analytics use case through `AppAnalytics` (the service's reader,
+   `RollupAnalyticsReader`, or with `--reader raw` the raw events' `SqlAnalyticsReader`; operator
    principal, real `Access` checks) for period=30d and 90d: R runs each, the first one discarded
    as warm-up; prints p50/p95/max in ms and marks every p95 over the 100 ms target. The clock is
    fixed at the load's "now", so that every run asks about the same window;
@@ -568,6 +570,25 @@ async def load(url: str, args: argparse.Namespace, now: datetime) -> dict[str, A
         await conn.execute("ANALYZE usage_monthly; ANALYZE dnt_daily; ANALYZE orgs; ANALYZE apps")
         vacuum_seconds = time.perf_counter() - t0
 
+        # The rollups, as `tkcloud analytics rebuild` makes them (ingestion would have folded
+        # them batch by batch; the property tests show both give the same rows).
+        t0 = time.perf_counter()
+        rebuilt = await rebuild_rollups(url, [p[1] for p in plans if p[3] > 0])
+        rebuild_seconds = time.perf_counter() - t0
+        await conn.execute(
+            "ANALYZE rollup_counts; ANALYZE rollup_durations; ANALYZE rollup_user_days;"
+            " ANALYZE rollup_first_seen"
+        )
+        rollup_sizes = {
+            table: await conn.fetchval(f"SELECT pg_size_pretty(pg_total_relation_size('{table}'))")
+            for table in ROLLUP_TABLE_NAMES
+        }
+        rollup_rows = {
+            # The names are this module's constants, not input.
+            table: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE app_id = $1", MAIN_APP)  # noqa: S608
+            for table in ROLLUP_TABLE_NAMES
+        }
+
         stored = await conn.fetchval("SELECT count(*) FROM events")
         in_app = await conn.fetchval("SELECT count(*) FROM events WHERE app_id = $1", MAIN_APP)
         counted = await conn.fetchval("SELECT sum(events) FROM usage_monthly")
@@ -588,10 +609,35 @@ async def load(url: str, args: argparse.Namespace, now: datetime) -> dict[str, A
             "table_size": await conn.fetchval("SELECT pg_size_pretty(pg_table_size('events'))"),
             "indexes_size": await conn.fetchval("SELECT pg_size_pretty(pg_indexes_size('events'))"),
             "usage_months": sorted({m: n for o, a, _, m, n in usage if a == MAIN_APP}.items()),
+            "rebuild_seconds": round(rebuild_seconds, 1),
+            "rebuilt_events": rebuilt,
+            "rollup_sizes": rollup_sizes,
+            "rollup_rows": rollup_rows,
         }
     finally:
         await conn.close()
     return figures
+
+
+ROLLUP_TABLE_NAMES = ("rollup_counts", "rollup_durations", "rollup_user_days", "rollup_first_seen")
+
+
+async def rebuild_rollups(url: str, app_ids: list[str]) -> int:
+    from tkcloud_adapters.sql.engine import create_engine
+    from tkcloud_adapters.sql.rollups import SqlRollups
+
+    engine = create_engine(url)
+    try:
+        rollups = SqlRollups(engine)
+        total = 0
+        for app_id in app_ids:
+            started = time.perf_counter()
+            events = await rollups.rebuild(app_id)
+            log(f"rollups of {app_id}: {events:,} events in {time.perf_counter() - started:.1f} s")
+            total += events
+        return total
+    finally:
+        await engine.dispose()
 
 
 def _load_in_child(
@@ -687,6 +733,8 @@ def describe(answer: Any) -> str:
 async def time_endpoints(url: str, args: argparse.Namespace, now: datetime) -> list[Timing]:
     from tkcloud_adapters.sql.analytics import SqlAnalyticsReader
     from tkcloud_adapters.sql.engine import create_engine
+    from tkcloud_adapters.sql.rollup_analytics import RollupAnalyticsReader
+    from tkcloud_adapters.sql.rollups import SqlRollups
     from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
     from tkcloud_application.analytics.queries import AnalyticsQuery, AppAnalytics
     from tkcloud_application.identity.access import Access
@@ -694,10 +742,11 @@ async def time_endpoints(url: str, args: argparse.Namespace, now: datetime) -> l
 
     engine = create_engine(url)
     operator = OperatorPrincipal()
+    reader: Any = SqlAnalyticsReader(engine)
+    if args.reader == "rollups":  # the service's reader
+        reader = RollupAnalyticsReader(engine, SqlRollups(engine), reader)
     analytics = AppAnalytics(
-        Access(functools.partial(SqlTenancyUnitOfWork, engine)),
-        SqlAnalyticsReader(engine),
-        FixedClock(now),
+        Access(functools.partial(SqlTenancyUnitOfWork, engine)), reader, FixedClock(now)
     )
     endpoints: list[tuple[str, Callable[[AnalyticsQuery], Awaitable[Any]]]] = [
         ("totals", lambda q: analytics.totals(operator, MAIN_APP, q)),
@@ -906,8 +955,14 @@ def render(f: dict[str, Any]) -> str:
         f"{load_['rows_per_second']:,} rows/s (generate {load_['generate_seconds']:.1f} s, "
         f"COPY {load_['copy_seconds']:.1f} s); index rebuild {load_['index_seconds']:.1f} s; "
         f"VACUUM ANALYZE {load_['vacuum_analyze_seconds']:.1f} s",
+        f"rollups    rebuilt from {load_['rebuilt_events']:,} events in "
+        f"{load_['rebuild_seconds']:.1f} s; the app's rows "
+        + ", ".join(
+            f"{t} {load_['rollup_rows'][t]:,} ({load_['rollup_sizes'][t]} all apps)"
+            for t in ROLLUP_TABLE_NAMES
+        ),
         f"load avg   {f['loadavg']} before timing (other work shares this machine)",
-        f"timings    AppAnalytics over SqlAnalyticsReader, operator principal, tz {BERLIN}; "
+        f"timings    AppAnalytics over the {f['reader']} reader, operator principal, tz {BERLIN}; "
         f"{f['runs']} runs each, first discarded; ms; target p95 < {TARGET_P95_MS:g} ms",
         f"{'endpoint':<27}{'period':>6}{'warm-up':>10}{'p50':>9}{'p95':>9}{'max':>9}  "
         f"{'target':<7}answer",
@@ -951,7 +1006,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--other-tenants-events", type=int, default=5_000, help="for other apps (5,000)"
     )
-    parser.add_argument("--runs", type=int, default=5, help="per endpoint, first discarded (5)")
+    parser.add_argument("--runs", type=int, default=21, help="per endpoint, first discarded (21)")
+    parser.add_argument(
+        "--reader",
+        choices=["rollups", "raw"],
+        default="rollups",
+        help="the service's reader (rollups), or the raw events' one it falls back on",
+    )
     parser.add_argument("--chunk", type=int, default=100_000, help="rows per COPY (100,000)")
     parser.add_argument("--seed", type=int, default=20261204, help="of the synthetic data")
     parser.add_argument(
@@ -1009,6 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
             "postgres": settings,
             "loadavg": loadavg,
             "runs": args.runs,
+            "reader": args.reader,
             "other_apps": sum(len(apps) for _, _, apps in OTHER_TENANTS),
             "load": loaded,
             "timings": [t.summary() for t in timings],

@@ -18,7 +18,9 @@ Distinct users are exact: one row per user, UTC day and slice holds the 24-bit m
 the user was active, so any hour-aligned bucket (a local day, a week, a rolling 30 days) counts
 the users whose masks meet it. Users and sessions are keyed by a 63-bit hash of their id (a
 collision between two of an app's users is about as likely as 1 in 10^10 with 400,000 users).
-Duration percentiles come from log-scale histograms (relative accuracy 1 %), see `duration_bucket`.
+Duration percentiles come from log-scale histograms (relative accuracy 2.5 %, `duration_bucket`)
+kept per UTC day only (an hour grain would multiply their rows by 24): a window's percentiles
+are those of the whole UTC days it touches.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import NamedTuple
+from typing import Any
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -39,26 +41,9 @@ ALL_HOURS = (1 << 24) - 1
 # Durations are histogrammed in buckets [GAMMA^(i-1), GAMMA^i): every duration in a bucket is
 # within ALPHA of the bucket's representative value, so a percentile interpolated between
 # representatives is within ALPHA of the one interpolated between the exact durations.
-GAMMA = 1.02
-ALPHA = (GAMMA - 1) / (GAMMA + 1)  # 0.0099
+GAMMA = 1.05
+ALPHA = (GAMMA - 1) / (GAMMA + 1)  # 0.0244
 _LOG_GAMMA = math.log(GAMMA)
-
-
-class _Profile(NamedTuple):
-    """The counted columns of events, with the hour they happened in."""
-
-    hour: datetime
-    event_type: str
-    service_version: str
-    os: str | None
-    arch: str | None
-    ci: bool | None
-    shell: str | None
-    sdk_version: str | None
-    command: str | None
-    success: bool | None
-    exit_code: int | None
-    feature: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,83 +152,71 @@ class RollupDelta:
     events: int = 0
 
     def add_all(self, events: Iterable[RolledEvent]) -> RollupDelta:
-        # Events sharing an hour and every counted column add up before they are expanded
-        # into slices and grains: a batch has far fewer such profiles than events.
-        profiles: Counter[_Profile] = Counter()
-        for event in events:
+        # Two passes: each event adds to counters keyed by its hour and filter columns (event
+        # type, version, os) plus what is counted; then each such counter, far fewer than
+        # events, is added to its slices and grains.
+        counted: Counter[tuple[Any, ...]] = Counter()
+        durations: Counter[tuple[Any, ...]] = Counter()
+        hours: defaultdict[tuple[Any, ...], int] = defaultdict(int)
+        seen: dict[tuple[Any, ...], datetime] = {}
+        for e in events:
             self.events += 1
-            hour = hour_of(event.timestamp)
-            profiles[
-                _Profile(
-                    hour,
-                    event.event_type,
-                    event.service_version,
-                    event.os,
-                    event.arch,
-                    event.ci,
-                    event.shell,
-                    event.sdk_version,
-                    event.command,
-                    event.success,
-                    event.exit_code,
-                    event.feature,
-                )
-            ] += 1
-            slices = _slices(event.event_type, event.service_version, event.os)
-            if event.duration_ms is not None and event.command is not None:
-                bucket = duration_bucket(event.duration_ms)
-                command = key_of(event.command)
-                for name in slices:
-                    for grain, at in _grains(hour):
-                        self.durations[(name, grain, at, command, bucket)] += 1
-            user = identity_key(event.user_id)
-            bit = 1 << hour.hour
-            day = hour.date()
-            moment = event.timestamp.astimezone(UTC)
-            for name in slices:
-                self.user_hours[(name, day, user)] |= bit
-                self._seen(("user", name, user), moment)
-                if event.session_id is not None:
-                    self._seen(("session", name, identity_key(event.session_id)), moment)
-        for profile, events_count in profiles.items():
-            self._count_profile(profile, events_count)
+            moment = e.timestamp.astimezone(UTC)
+            hour = moment.replace(minute=0, second=0, microsecond=0)
+            head = (hour, e.event_type, e.service_version, e.os)
+            success = e.success
+            counted[(*head, "total", None, "", success)] += 1
+            counted[(*head, "command", e.command, "", success)] += 1
+            counted[(*head, "os", e.os, "", None)] += 1
+            counted[(*head, "arch", e.arch, "", None)] += 1
+            counted[(*head, "ci", e.ci, "", None)] += 1
+            counted[(*head, "shell", e.shell, "", None)] += 1
+            counted[(*head, "service_version", e.service_version, "", None)] += 1
+            counted[(*head, "sdk_version", e.sdk_version, "", None)] += 1
+            if e.feature is not None:
+                counted[(*head, "feature", e.feature, "", None)] += 1
+            if e.exit_code is not None:
+                counted[(*head, "exit", e.command, str(e.exit_code), None)] += 1
+                if success is False:
+                    counted[(*head, "failed_exit", e.command, str(e.exit_code), None)] += 1
+            if e.duration_ms is not None and e.command is not None:
+                durations[(*head, e.command, duration_bucket(e.duration_ms))] += 1
+            user = (e.event_type, e.service_version, e.os, "user", e.user_id)
+            hours[(hour.date(), *user)] |= 1 << hour.hour
+            for who in (user, (*user[:3], "session", e.session_id)):
+                if who[4] is not None and (who not in seen or moment < seen[who]):
+                    seen[who] = moment
+        for (hour, event_type, version, os, kind, value, subkey, success), n in counted.items():
+            key = "" if kind == "total" else key_of(value)
+            reported = n if success is not None else 0
+            successes = n if success is True else 0
+            failures = n if success is False else 0
+            for name in _slices(event_type, version, os):
+                for grain, at in _grains(hour):
+                    row = self.counts[(name, kind, grain, at, key, subkey)]
+                    row[0] += n
+                    row[1] += reported
+                    row[2] += successes
+                    row[3] += failures
+        for (hour, event_type, version, os, command, bucket), n in durations.items():
+            command_key = key_of(command)
+            day = hour.replace(hour=0)
+            for name in _slices(event_type, version, os):
+                self.durations[(name, "d", day, command_key, bucket)] += n
+        for (day, event_type, version, os, _, user_id), mask in hours.items():
+            user_key = identity_key(user_id)
+            for name in _slices(event_type, version, os):
+                self.user_hours[(name, day, user_key)] |= mask
+        for (event_type, version, os, kind, identifier), moment in seen.items():
+            hashed = identity_key(identifier)
+            for name in _slices(event_type, version, os):
+                self._seen((kind, name, hashed), moment)
         return self
 
     def _seen(self, key: FirstSeenKey, moment: datetime) -> None:
         known = self.first_seen.get(key)
         if known is None or moment < known:
             self.first_seen[key] = moment
-
-    def _count_profile(self, p: _Profile, n: int) -> None:
-        reported = n if p.success is not None else 0
-        successes = n if p.success is True else 0
-        failures = n if p.success is False else 0
-        command = key_of(p.command)
-        # (kind, key, subkey, reported, successes, failures); every counter also counts events.
-        counters = [
-            ("total", "", "", reported, successes, failures),
-            ("command", command, "", reported, successes, failures),
-            ("os", key_of(p.os), "", 0, 0, 0),
-            ("arch", key_of(p.arch), "", 0, 0, 0),
-            ("ci", key_of(p.ci), "", 0, 0, 0),
-            ("shell", key_of(p.shell), "", 0, 0, 0),
-            ("service_version", key_of(p.service_version), "", 0, 0, 0),
-            ("sdk_version", key_of(p.sdk_version), "", 0, 0, 0),
-        ]
-        if p.feature is not None:
-            counters.append(("feature", key_of(p.feature), "", 0, 0, 0))
-        if p.exit_code is not None:
-            counters.append(("exit", command, str(p.exit_code), 0, 0, 0))
-            if p.success is False:
-                counters.append(("failed_exit", command, str(p.exit_code), 0, 0, 0))
-        for name in _slices(p.event_type, p.service_version, p.os):
-            for grain, at in _grains(p.hour):
-                for kind, key, subkey, rep, ok, failed in counters:
-                    row = self.counts[(name, kind, grain, at, key, subkey)]
-                    row[0] += n
-                    row[1] += rep
-                    row[2] += ok
-                    row[3] += failed
 
     def session_start_moves(
         self, known: dict[tuple[str, int], datetime]

@@ -18,10 +18,10 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Table, and_, delete, func, literal, or_, select, text, tuple_
+from sqlalchemy import Insert, Table, and_, delete, func, literal, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -43,8 +43,6 @@ _FOLD_LOCK = 0x746B726F6C6C
 _LOCK_NOT_AVAILABLE = "55P03"
 # Queue rows folded per transaction: bounded so a fold holds its lock briefly.
 FOLD_BATCHES = 200
-# Events per transaction of a rebuild.
-REBUILD_CHUNK = 20_000
 # Bind parameters per statement stay far below both drivers' limits.
 _KEYS_PER_QUERY = 2_000
 
@@ -214,31 +212,29 @@ class SqlRollups:
                 await conn.execute(delete(rollup_queue).where(rollup_queue.c.app_id == app_id))
                 for table in ROLLUP_TABLES:
                     await conn.execute(delete(table).where(table.c.app_id == app_id))
+                span = select(func.min(events.c.timestamp), func.max(events.c.timestamp)).where(
+                    events.c.app_id == app_id
+                )
+                first, last = (await conn.execute(span)).one()
                 total = 0
-                after: tuple[datetime, str] | None = None
-                while True:  # keyset pagination over the (app_id, timestamp) index
-                    query = (
-                        select(*_ROLLED_COLUMNS, events.c.event_id)
-                        .where(events.c.app_id == app_id)
-                        .order_by(events.c.timestamp, events.c.event_id)
-                        .limit(REBUILD_CHUNK)
+                if first is None:
+                    return total
+                # A UTC day at a time, each an index range scan on (app_id, timestamp).
+                start = first.replace(hour=0, minute=0, second=0, microsecond=0)
+                while start <= last:
+                    end = start + timedelta(days=1)
+                    query = select(*_ROLLED_COLUMNS).where(
+                        events.c.app_id == app_id,
+                        events.c.timestamp >= start,
+                        events.c.timestamp < end,
                     )
-                    if after is not None:
-                        # Typed binds: SQLite compares the stored text form of the timestamp.
-                        query = query.where(
-                            tuple_(events.c.timestamp, events.c.event_id)
-                            > tuple_(
-                                literal(after[0], events.c.timestamp.type),
-                                literal(after[1], events.c.event_id.type),
-                            )
-                        )
                     rows = (await conn.execute(query)).all()
-                    if not rows:
-                        return total
-                    delta = RollupDelta().add_all(RolledEvent(*row[:-1]) for row in rows)
-                    await self._apply(conn, app_id, delta)
+                    await self._apply(
+                        conn, app_id, RollupDelta().add_all(RolledEvent(*r) for r in rows)
+                    )
                     total += len(rows)
-                    after = (rows[-1].timestamp, rows[-1].event_id)
+                    start = end
+                return total
 
     @contextlib.asynccontextmanager
     async def _rebuilding(self) -> AsyncIterator[AsyncConnection]:
@@ -364,6 +360,15 @@ class SqlRollups:
             for name, key, moment in (await conn.execute(query)).all():
                 known[(name, key)] = moment
         return known
+
+
+async def hold_folds(conn: AsyncConnection) -> None:
+    """Wait for a fold in progress, and keep folds out until `conn`'s transaction ends: for a
+    transaction deleting an app's events, rollups and queued batches, which a concurrent fold
+    would otherwise deadlock with, or fold into rollups just deleted. (On SQLite write
+    transactions are serialised anyway.)"""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(_FOLD_LOCK)))
 
 
 def _adding(insert: Any, table: Table, counters: Iterable[str]) -> Insert:

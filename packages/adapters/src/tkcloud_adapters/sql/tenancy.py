@@ -22,6 +22,7 @@ from tkcloud_adapters.sql.identity import (
     SqlSessionRepository,
     SqlUserRepository,
 )
+from tkcloud_adapters.sql.rollups import hold_folds
 from tkcloud_adapters.sql.schema import (
     ROLLUP_TABLES,
     app_credentials,
@@ -204,6 +205,9 @@ class SqlAppRepository(SqlRepository):
         # Children first: the credentials' foreign key refuses an app that still has them.
         # usage_monthly stays: the quota counts accepted events, and deleting an app must not
         # give its month's events back to the org.
+        await self._rows(select(apps.c.id).where(apps.c.id == app_id).with_for_update())
+        with database_errors():
+            await hold_folds(self._conn)
         for table in (
             app_credentials,
             share_links,
@@ -221,6 +225,8 @@ class SqlAppRepository(SqlRepository):
         # rest) or wait and then see the app as it is after this transaction.
         await self._rows(select(apps.c.id).where(apps.c.id == app_id).with_for_update())
         # The rollups and queued batches of those events go with them.
+        with database_errors():
+            await hold_folds(self._conn)
         for table in (rollup_queue, *ROLLUP_TABLES):
             await self._execute(delete(table).where(table.c.app_id == app_id))
         return await self._execute(delete(events).where(events.c.app_id == app_id))

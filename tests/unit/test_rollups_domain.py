@@ -1,0 +1,86 @@
+"""The rollups' pure parts: windows as hour and day rows, hour masks, duration histograms."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tkcloud_domain.analytics import window
+from tkcloud_domain.rollups import (
+    ALL_HOURS,
+    ALPHA,
+    bucket_value,
+    day_masks,
+    duration_bucket,
+    identity_key,
+    percentile,
+    split,
+)
+
+
+def at(day: int, hour: int = 0) -> datetime:
+    return datetime(2026, 12, day, hour, tzinfo=UTC)
+
+
+def test_split_reads_whole_days_at_the_day_grain() -> None:
+    assert split(at(3, 12), at(10, 12)) == (
+        [(at(3, 12), at(4)), (at(10), at(10, 12))],
+        (date(2026, 12, 4), date(2026, 12, 10)),
+    )
+    assert split(at(3), at(5)) == ([], (date(2026, 12, 3), date(2026, 12, 5)))
+    # Within one day, or across one midnight without a whole day: hours only.
+    assert split(at(3, 5), at(3, 9)) == ([(at(3, 5), at(3, 9))], None)
+    assert split(at(3, 22), at(4, 3)) == ([(at(3, 22), at(4, 3))], None)
+
+
+def test_day_masks() -> None:
+    assert day_masks(at(3, 22), at(4, 2)) == [
+        (date(2026, 12, 3), 0b11 << 22),
+        (date(2026, 12, 4), 0b11),
+    ]
+    assert day_masks(at(3), at(5)) == [
+        (date(2026, 12, 3), ALL_HOURS),
+        (date(2026, 12, 4), ALL_HOURS),
+    ]
+    assert day_masks(at(3, 5), at(3, 6)) == [(date(2026, 12, 3), 1 << 5)]
+
+
+def test_periods_end_with_the_hour_in_progress() -> None:
+    now = datetime(2026, 12, 10, 12, 34, 56, tzinfo=UTC)
+    assert window(now, "30d", None, None).end == at(10, 13)
+    assert window(now, "30d", None, None).start == at(10, 13) - timedelta(days=30)
+    assert window(at(10, 12), "24h", None, None).end == at(10, 12)  # already on the hour
+
+
+@given(st.integers(1, 10**9))
+def test_a_duration_s_bucket_stands_for_it_within_alpha(duration: int) -> None:
+    assert bucket_value(duration_bucket(duration)) == pytest.approx(duration, rel=ALPHA)
+    assert duration_bucket(duration) <= duration_bucket(duration + 1)  # monotone
+
+
+def test_zero_and_negative_durations_share_bucket_zero() -> None:
+    assert duration_bucket(0) == duration_bucket(-5) == 0
+    assert bucket_value(0) == 0.0
+
+
+@given(st.lists(st.integers(0, 100_000), min_size=1, max_size=60), st.sampled_from([0.5, 0.95]))
+def test_histogram_percentiles_are_within_alpha_of_exact_ones(values: list[int], q: float) -> None:
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
+    exact = ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    histogram: dict[int, int] = {}
+    for value in values:
+        histogram[duration_bucket(value)] = histogram.get(duration_bucket(value), 0) + 1
+    estimate = percentile(histogram.items(), q)
+    assert estimate == pytest.approx(exact, rel=ALPHA, abs=1e-9)
+    assert percentile([], q) is None
+
+
+def test_identity_keys_are_stable_non_negative_bigints() -> None:
+    key = identity_key("client_abc")
+    assert key == identity_key("client_abc") != identity_key("client_abd")
+    assert 0 <= key < 2**63
