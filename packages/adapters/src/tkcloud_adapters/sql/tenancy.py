@@ -26,6 +26,7 @@ from tkcloud_adapters.sql.schema import (
     app_credentials,
     apps,
     dnt_daily,
+    event_keys,
     events,
     orgs,
     share_links,
@@ -202,7 +203,7 @@ class SqlAppRepository(SqlRepository):
         # Children first: the credentials' foreign key refuses an app that still has them.
         # usage_monthly stays: the quota counts accepted events, and deleting an app must not
         # give its month's events back to the org.
-        for table in (app_credentials, share_links, events, dnt_daily):
+        for table in (app_credentials, share_links, events, event_keys, dnt_daily):
             await self._execute(delete(table).where(table.c.app_id == app_id))
         await self._execute(delete(apps).where(apps.c.id == app_id))
 
@@ -211,6 +212,9 @@ class SqlAppRepository(SqlRepository):
         # (SqlEventStore.store), so they commit before this delete (and are deleted with the
         # rest) or wait and then see the app as it is after this transaction.
         await self._rows(select(apps.c.id).where(apps.c.id == app_id).with_for_update())
+        # The keys go too: a staging event sent again after the promotion is a new production
+        # event, not a duplicate of one that no longer exists.
+        await self._execute(delete(event_keys).where(event_keys.c.app_id == app_id))
         return await self._execute(delete(events).where(events.c.app_id == app_id))
 
 
