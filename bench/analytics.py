@@ -15,8 +15,10 @@ What it does, in order (bench/README.md, "Analytics", explains how to read the o
    users with a long tail who join and leave over the period and upgrade the service with a lag,
    sessions, 10 commands with per-command success rates (~90 %) and lognormal durations, exit
    codes, features, error and custom events, os/arch/shell/ci/version mixes, a few late events.
-   The events table's indexes are dropped for the COPY and rebuilt after it (the same
-   definitions, read back from the catalogue and checked), then `usage_monthly` (by month of
+   The rows go into the monthly partitions of their timestamps (made first, as the retention
+   job makes them). The indexes of `events` and `event_keys` are dropped for the COPY and
+   rebuilt after it (the same definitions, read back from the catalogue and checked), after
+   `event_keys` is filled from the events (INSERT SELECT); then `usage_monthly` (by month of
    arrival, as ingestion counts) and `dnt_daily` are filled and the table is VACUUM ANALYZEd, as
    autovacuum would have done to an insert-only table. The load runs in a child process, so that
    its memory does not count in this process's peak RSS;

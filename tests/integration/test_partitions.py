@@ -223,10 +223,16 @@ async def test_a_detached_month_left_half_way_is_finished(pg: World) -> None:
     # A run stopped after its DETACH: the table is still there, and so are its keys.
     async with pg.engine.begin() as conn:
         await conn.execute(text("ALTER TABLE events DETACH PARTITION events_2026_05"))
+    # Meanwhile an event of that month arrives (an app that keeps it): it lands in the default
+    # partition, and its key must outlive the detached month's.
+    late = event(at(2026, 5, 20))
+    assert await store(pg, org, app, late) == 1
+    assert await where_is(pg.engine, late.event_id) == ["events_default"]
 
     dropped = await pg.purger.drop_expired({app.id: NOW - timedelta(days=90)}, 10)
     assert dropped[0] == "events_2026_05"
-    assert await keys(pg.engine, app) == 1
+    assert await keys(pg.engine, app) == 2
+    assert await store(pg, org, app, late) == 0
     assert await rows(pg.engine, "SELECT 1 FROM pg_class WHERE relname = 'events_2026_05'") == []
 
 
