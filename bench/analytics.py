@@ -15,8 +15,10 @@ What it does, in order (bench/README.md, "Analytics", explains how to read the o
    users with a long tail who join and leave over the period and upgrade the service with a lag,
    sessions, 10 commands with per-command success rates (~90 %) and lognormal durations, exit
    codes, features, error and custom events, os/arch/shell/ci/version mixes, a few late events.
-   The events table's indexes are dropped for the COPY and rebuilt after it (the same
-   definitions, read back from the catalogue and checked), then `usage_monthly` (by month of
+   The rows go into the monthly partitions of their timestamps (made first, as the retention
+   job makes them). The indexes of `events` and `event_keys` are dropped for the COPY and
+   rebuilt after it (the same definitions, read back from the catalogue and checked), after
+   `event_keys` is filled from the events (INSERT SELECT); then `usage_monthly` (by month of
    arrival, as ingestion counts) and `dnt_daily` are filled and the table is VACUUM ANALYZEd, as
    autovacuum would have done to an insert-only table. The load runs in a child process, so that
    its memory does not count in this process's peak RSS;
@@ -456,6 +458,7 @@ def check_rows_like_ingestion(rows: Sequence[tuple[Any, ...]], now: datetime) ->
 
 
 async def setup_tenancy(url: str, now: datetime) -> None:
+    from tkcloud_adapters.sql import partitions
     from tkcloud_adapters.sql.engine import create_engine
     from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
     from tkcloud_domain.plans import Plan
@@ -464,6 +467,12 @@ async def setup_tenancy(url: str, now: datetime) -> None:
     engine = create_engine(url)
     created = now - timedelta(days=200)
     try:
+        # The monthly partitions of the loaded events, as the retention job would have made them
+        # over those months (the migration made only the current month's and the next ones).
+        month = partitions.Month.of(now - timedelta(days=DAYS))
+        while month <= partitions.Month.of(now):
+            await partitions.create_ahead(engine, month.start)
+            month = month.next()
         async with SqlTenancyUnitOfWork(engine) as uow:
             await uow.orgs.add(Org(MAIN_ORG, "Bench", "bench", Plan.ENTERPRISE, "eu", created))
             await uow.apps.add(
@@ -482,6 +491,48 @@ async def setup_tenancy(url: str, now: datetime) -> None:
         await engine.dispose()
 
 
+PARTITIONS_SIZE = (
+    "SELECT pg_size_pretty(sum({size}(inhrelid))) FROM pg_inherits"
+    " WHERE inhparent = 'events'::regclass"
+)
+
+
+async def drop_indexes(conn: Any, table: str) -> tuple[Any, list[Any]]:
+    """Drop a table's primary key and indexes for a bulk load; returns their definitions, read
+    back from the catalogue."""
+    indexes = await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE schemaname = 'public' AND tablename = $1 ORDER BY indexname",
+        table,
+    )
+    primary = await conn.fetchrow(
+        "SELECT conname, pg_get_constraintdef(oid) AS definition FROM pg_constraint"
+        " WHERE conrelid = $1::regclass AND contype = 'p'",
+        table,
+    )
+    await conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{primary["conname"]}"')
+    for index in indexes:
+        if index["indexname"] != primary["conname"]:
+            await conn.execute(f'DROP INDEX "{index["indexname"]}"')
+    return primary, list(indexes)
+
+
+async def rebuild_indexes(conn: Any, table: str, primary: Any, indexes: list[Any]) -> None:
+    await conn.execute(
+        f'ALTER TABLE {table} ADD CONSTRAINT "{primary["conname"]}" {primary["definition"]}'
+    )
+    for index in indexes:
+        if index["indexname"] != primary["conname"]:
+            await conn.execute(index["indexdef"])
+    after = await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE schemaname = 'public' AND tablename = $1 ORDER BY indexname",
+        table,
+    )
+    if [tuple(r) for r in after] != [tuple(r) for r in indexes]:
+        raise RuntimeError(f"the rebuilt indexes of {table} differ: {after} != {indexes}")
+
+
 async def load(url: str, args: argparse.Namespace, now: datetime) -> dict[str, Any]:
     import asyncpg
 
@@ -490,18 +541,9 @@ async def load(url: str, args: argparse.Namespace, now: datetime) -> dict[str, A
     conn = await asyncpg.connect(url, timeout=10)
     try:
         await conn.execute("SET maintenance_work_mem = '512MB'")
-        indexes = await conn.fetch(
-            "SELECT indexname, indexdef FROM pg_indexes"
-            " WHERE schemaname = 'public' AND tablename = 'events' ORDER BY indexname"
-        )
-        primary = await conn.fetchrow(
-            "SELECT conname, pg_get_constraintdef(oid) AS definition FROM pg_constraint"
-            " WHERE conrelid = 'events'::regclass AND contype = 'p'"
-        )
-        await conn.execute(f'ALTER TABLE events DROP CONSTRAINT "{primary["conname"]}"')
-        for index in indexes:
-            if index["indexname"] != primary["conname"]:
-                await conn.execute(f'DROP INDEX "{index["indexname"]}"')
+        # On the partitioned table these are partitioned indexes: dropping and making one does
+        # it on every partition.
+        dropped = {table: await drop_indexes(conn, table) for table in ("events", "event_keys")}
 
         start = now - timedelta(days=DAYS)
         rng = random.Random(args.seed)
@@ -539,18 +581,16 @@ async def load(url: str, args: argparse.Namespace, now: datetime) -> dict[str, A
         load_seconds = time.perf_counter() - started
 
         t0 = time.perf_counter()
+        # Ingestion writes every event's deduplication key beside it.
         await conn.execute(
-            f'ALTER TABLE events ADD CONSTRAINT "{primary["conname"]}" {primary["definition"]}'
+            'INSERT INTO event_keys (app_id, event_id, "timestamp")'
+            ' SELECT app_id, event_id, "timestamp" FROM events'
         )
-        for index in indexes:
-            if index["indexname"] != primary["conname"]:
-                await conn.execute(index["indexdef"])
-        after = await conn.fetch(
-            "SELECT indexname, indexdef FROM pg_indexes"
-            " WHERE schemaname = 'public' AND tablename = 'events' ORDER BY indexname"
-        )
-        if [tuple(r) for r in after] != [tuple(r) for r in indexes]:
-            raise RuntimeError(f"the rebuilt indexes differ: {after} != {indexes}")
+        keys_seconds = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        for table, (primary, indexes) in dropped.items():
+            await rebuild_indexes(conn, table, primary, indexes)
         index_seconds = time.perf_counter() - t0
 
         await conn.copy_records_to_table(
@@ -566,7 +606,7 @@ async def load(url: str, args: argparse.Namespace, now: datetime) -> dict[str, A
             "dnt_daily", records=dnt, columns=["app_id", "day", "requests"]
         )
         t0 = time.perf_counter()
-        await conn.execute("VACUUM (ANALYZE) events")
+        await conn.execute("VACUUM (ANALYZE) events, event_keys")
         await conn.execute("ANALYZE usage_monthly; ANALYZE dnt_daily; ANALYZE orgs; ANALYZE apps")
         vacuum_seconds = time.perf_counter() - t0
 
@@ -604,10 +644,18 @@ async def load(url: str, args: argparse.Namespace, now: datetime) -> dict[str, A
             "copy_seconds": round(copy_seconds, 1),
             "load_seconds": round(load_seconds, 1),
             "rows_per_second": round(loaded / load_seconds),
+            "keys_seconds": round(keys_seconds, 1),
             "index_seconds": round(index_seconds, 1),
             "vacuum_analyze_seconds": round(vacuum_seconds, 1),
-            "table_size": await conn.fetchval("SELECT pg_size_pretty(pg_table_size('events'))"),
-            "indexes_size": await conn.fetchval("SELECT pg_size_pretty(pg_indexes_size('events'))"),
+            # A partitioned table has no storage of its own: its partitions have.
+            "table_size": await conn.fetchval(PARTITIONS_SIZE.format(size="pg_table_size")),
+            "indexes_size": await conn.fetchval(PARTITIONS_SIZE.format(size="pg_indexes_size")),
+            "partitions": await conn.fetchval(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
+            ),
+            "keys_size": await conn.fetchval(
+                "SELECT pg_size_pretty(pg_total_relation_size('event_keys'))"
+            ),
             "usage_months": sorted({m: n for o, a, _, m, n in usage if a == MAIN_APP}.items()),
             "rebuild_seconds": round(rebuild_seconds, 1),
             "rebuilt_events": rebuilt,
@@ -950,10 +998,12 @@ def render(f: dict[str, Any]) -> str:
         f"parallel workers/gather {pg['max_parallel_workers_per_gather']}, jit {pg['jit']}",
         f"data       {load_['app_rows']:,} events for the app ({load_['users']:,} users) over "
         f"{DAYS} days + {load_['rows'] - load_['app_rows']:,} for {f['other_apps']} other apps; "
-        f"events table {load_['table_size']} + indexes {load_['indexes_size']}",
+        f"events table {load_['table_size']} + indexes {load_['indexes_size']} in "
+        f"{load_['partitions']} partitions; event_keys {load_['keys_size']}",
         f"load       {load_['rows']:,} rows in {load_['load_seconds']:.1f} s = "
         f"{load_['rows_per_second']:,} rows/s (generate {load_['generate_seconds']:.1f} s, "
-        f"COPY {load_['copy_seconds']:.1f} s); index rebuild {load_['index_seconds']:.1f} s; "
+        f"COPY {load_['copy_seconds']:.1f} s); event_keys {load_['keys_seconds']:.1f} s; "
+        f"index rebuild {load_['index_seconds']:.1f} s; "
         f"VACUUM ANALYZE {load_['vacuum_analyze_seconds']:.1f} s",
         f"rollups    rebuilt from {load_['rebuilt_events']:,} events in "
         f"{load_['rebuild_seconds']:.1f} s; the app's rows "

@@ -16,7 +16,7 @@ from alembic import context
 from sqlalchemy import Connection, event
 
 from tkcloud_adapters.sql.engine import create_engine
-from tkcloud_adapters.sql.schema import metadata
+from tkcloud_adapters.sql.schema import include_name, metadata
 
 config = context.config
 if config.config_file_name is not None:
@@ -34,6 +34,7 @@ def _database_url() -> str:
 def _configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=metadata,
+        include_name=include_name,
         # Batch mode lets later migrations ALTER tables on SQLite (by recreating them).
         render_as_batch=True,
         # SQLite's DDL is transactional too once the engine emits BEGIN itself (engine.py): a

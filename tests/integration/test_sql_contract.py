@@ -44,7 +44,7 @@ from tkcloud_adapters.sql.errors import database_errors
 from tkcloud_adapters.sql.event_store import SqlEventStore
 from tkcloud_adapters.sql.ingest_directory import SqlIngestDirectory
 from tkcloud_adapters.sql.migrate import alembic_config, upgrade
-from tkcloud_adapters.sql.schema import dnt_daily, events, metadata
+from tkcloud_adapters.sql.schema import dnt_daily, events, include_name, metadata
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
 from tkcloud_application.ports.ingestion import IngestDirectory
 from tkcloud_application.ports.tenancy import AppUsage, TenancyUnitOfWork
@@ -862,7 +862,8 @@ async def test_naive_datetimes_are_refused(sql_engine: AsyncEngine) -> None:
 
 async def test_migrated_schema_matches_the_metadata(sql_engine: AsyncEngine) -> None:
     def differences(conn: Connection) -> list[Any]:
-        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+        context = MigrationContext.configure(conn, opts={"include_name": include_name})
+        return list(compare_metadata(context, metadata))
 
     async with sql_engine.connect() as conn:
         assert await conn.run_sync(differences) == []

@@ -1,4 +1,10 @@
-"""The event store and usage report on SQL: the ingestion hot path's only write."""
+"""The event store and usage report on SQL: the ingestion hot path's only write.
+
+A batch is stored in one transaction: its keys go into `event_keys` first (ON CONFLICT DO
+NOTHING RETURNING), and only the events whose key was new go into `events`, which on Postgres is
+partitioned by month and cannot hold the (app_id, event_id) deduplication key itself (see
+migration 0005). Both backends run this same path.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,11 @@ from typing import Any
 
 from sqlalchemy import Insert, Table, and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tkcloud_adapters.sql.errors import database_errors
 from tkcloud_adapters.sql.rollups import SqlRollups
-from tkcloud_adapters.sql.schema import apps, dnt_daily, usage_monthly
+from tkcloud_adapters.sql.schema import apps, dnt_daily, event_keys, usage_monthly
 from tkcloud_adapters.sql.schema import events as events_table
 from tkcloud_application.ports.tenancy import AppUsage
 from tkcloud_domain.events import EventSchema
@@ -36,11 +42,15 @@ class SqlEventStore:
         insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         # SQLAlchemy's "insertmanyvalues" sends the rows as multi-row INSERT statements (as few
         # as the driver's parameter limit allows) and gathers RETURNING across them.
-        self._insert_events = (
-            insert(events_table)
-            .on_conflict_do_nothing(index_elements=[events_table.c.app_id, events_table.c.event_id])
-            .returning(events_table.c.event_id)
+        self._insert_keys = (
+            insert(event_keys)
+            .on_conflict_do_nothing(index_elements=[event_keys.c.app_id, event_keys.c.event_id])
+            .returning(event_keys.c.event_id)
         )
+        # No RETURNING: the keys above already tell what is new. DO NOTHING only guards against
+        # an event stored without its key (never written so): it must not fail the batch, which
+        # the SDK would then resend forever.
+        self._insert_events = insert(events_table).on_conflict_do_nothing()
         self._add_usage = _increment(insert(usage_monthly), usage_monthly, "events")
         # FOR SHARE, on Postgres only: see store().
         self._app_environment = (
@@ -71,10 +81,12 @@ class SqlEventStore:
                         await conn.execute(self._app_environment, {"app_id": app.app_id})
                     ).scalar_one_or_none()
                     environment = current or environment
-                inserted_ids = [row[0] for row in await conn.execute(self._insert_events, rows)]
-                inserted = len(inserted_ids)
-                if inserted:
-                    moments = [row["timestamp"] for row in rows]
+                # The ids this batch stored, in this open transaction: the place for any other
+                # write that must commit with exactly the new events.
+                inserted_ids = await self._insert_new(conn, rows)
+                if inserted_ids:
+                    new = set(inserted_ids)
+                    moments = [row["timestamp"] for row in rows if row["event_id"] in new]
                     await SqlRollups.enqueue(
                         conn, app.app_id, inserted_ids, min(moments), max(moments)
                     )
@@ -83,10 +95,26 @@ class SqlEventStore:
                         "app_id": app.app_id,
                         "environment": environment,
                         "month": month_key(received_at),
-                        "events": inserted,
+                        "events": len(inserted_ids),
                     }
                     await conn.execute(self._add_usage, usage)
-        return inserted
+        return len(inserted_ids)
+
+    async def _insert_new(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[str]:
+        """Insert the rows whose (app_id, event_id) is not stored yet; returns their event ids.
+
+        The rows come sorted by event id, so concurrent batches take the keys' locks in the same
+        order: a batch sharing ids with another waits for it to commit, then finds them taken.
+        """
+        keys = [
+            {"app_id": row["app_id"], "event_id": row["event_id"], "timestamp": row["timestamp"]}
+            for row in rows
+        ]
+        new = set((await conn.execute(self._insert_keys, keys)).scalars())
+        fresh = [row for row in rows if row["event_id"] in new]
+        if fresh:
+            await conn.execute(self._insert_events, fresh)
+        return [row["event_id"] for row in fresh]
 
     async def events_this_month(self, scope: QuotaScope, month: str) -> int:
         if scope.kind == "org":

@@ -5,6 +5,7 @@ The alembic migrations create this schema; a test compares the migrated database
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -139,6 +140,12 @@ app_credentials = Table(
 
 # No foreign keys to apps: the hot path's insert stays a single index probe per row, and an
 # app's events are purged by a job, not by a cascade inside one huge transaction.
+#
+# On Postgres the table is partitioned by month of the event's timestamp (UTC): partitions
+# `events_YYYY_MM` plus `events_default` for any timestamp without one; the retention job creates
+# the coming months' partitions and drops expired ones (tkcloud_adapters.sql.partitions). A
+# partitioned table's unique keys must hold the partition column, so deduplication lives in
+# `event_keys`. SQLite is not partitioned and keeps its migrated key, (app_id, event_id).
 events = Table(
     "events",
     metadata,
@@ -169,8 +176,8 @@ events = Table(
     Column("exit_code", Integer),
     Column("feature", String),
     Column("raw", RawJson, nullable=False),
-    # (app_id, event_id) is the deduplication key: the first write of an event id wins.
-    PrimaryKeyConstraint("app_id", "event_id"),
+    PrimaryKeyConstraint("app_id", "timestamp", "event_id"),
+    postgresql_partition_by='RANGE ("timestamp")',
 )
 Index("ix_events_app_id_timestamp", events.c.app_id, events.c.timestamp.desc())
 Index(
@@ -179,6 +186,29 @@ Index(
     events.c.event_type,
     events.c.timestamp,
 )
+
+# One row per stored event: (app_id, event_id) is the deduplication key (the first write of an
+# event id wins), kept in a narrow unpartitioned table because a partitioned `events` cannot
+# hold it. A key and its event are written and deleted in the same transactions; `timestamp` is
+# the event's, so a dropped partition's keys are found by time.
+event_keys = Table(
+    "event_keys",
+    metadata,
+    Column("app_id", String, nullable=False),
+    Column("event_id", Uuid(as_uuid=False), nullable=False),
+    Column("timestamp", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("app_id", "event_id"),
+    Index("ix_event_keys_timestamp", "timestamp"),
+)
+
+_EVENT_PARTITION = re.compile(r"events_(\d{4}_\d{2}|default)")
+
+
+def include_name(name: str | None, type_: str, _parents: object) -> bool:
+    """Alembic's `include_name` hook: the partitions of `events` are made and dropped at run time
+    by the retention job, not by migrations, so schema comparisons leave them out."""
+    return not (type_ == "table" and name is not None and _EVENT_PARTITION.fullmatch(name))
+
 
 usage_monthly = Table(
     "usage_monthly",

@@ -28,6 +28,7 @@ from tkcloud_adapters.sql.schema import (
     app_credentials,
     apps,
     dnt_daily,
+    event_keys,
     events,
     orgs,
     rollup_queue,
@@ -212,6 +213,7 @@ class SqlAppRepository(SqlRepository):
             app_credentials,
             share_links,
             events,
+            event_keys,
             dnt_daily,
             rollup_queue,
             *ROLLUP_TABLES,
@@ -224,7 +226,10 @@ class SqlAppRepository(SqlRepository):
         # (SqlEventStore.store), so they commit before this delete (and are deleted with the
         # rest) or wait and then see the app as it is after this transaction.
         await self._rows(select(apps.c.id).where(apps.c.id == app_id).with_for_update())
-        # The rollups and queued batches of those events go with them.
+        # The keys go too: a staging event sent again after the promotion is a new production
+        # event, not a duplicate of one that no longer exists. So do the rollups and queued
+        # batches of those events.
+        await self._execute(delete(event_keys).where(event_keys.c.app_id == app_id))
         with database_errors():
             await hold_folds(self._conn)
         for table in (rollup_queue, *ROLLUP_TABLES):

@@ -99,7 +99,8 @@ def retention_run(args: argparse.Namespace, settings: Settings) -> int:
     async def work(container: Container) -> Any:
         return await (await service(container, "retention")).run()
 
-    purges = run(settings, work)
+    done = run(settings, work)
+    purges = done.purges
     items = [
         {"org_id": p.org_id, "app_id": p.app_id, "retention_days": p.retention_days,
          "older_than": p.older_than.isoformat(), "deleted": p.deleted}
@@ -107,7 +108,17 @@ def retention_run(args: argparse.Namespace, settings: Settings) -> int:
     ]  # fmt: skip
     total = sum(p.deleted for p in purges)
     text = f"Deleted {total} event(s) past their retention in {len(purges)} app(s)"
-    return emit(args, {"items": items, "deleted": total}, text)
+    if done.dropped:
+        text += f"; dropped partition(s) {', '.join(done.dropped)}"
+    if done.prepared:
+        text += f"; made partition(s) {', '.join(done.prepared)}"
+    document = {
+        "items": items,
+        "deleted": total,
+        "partitions_dropped": done.dropped,
+        "partitions_made": done.prepared,
+    }
+    return emit(args, document, text)
 
 
 def analytics_rebuild(args: argparse.Namespace, settings: Settings) -> int:
