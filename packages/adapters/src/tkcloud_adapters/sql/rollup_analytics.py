@@ -242,8 +242,10 @@ class RollupAnalyticsReader:
         )
         days = rollup_user_days
         active_in, day_range = self._masks_relation(spans)
-        query = (
-            select(newcomers.c.cohort, active_in.c.idx, func.count(days.c.user_key.distinct()))
+        # DISTINCT in a subquery, then count: Postgres can hash it, where count(DISTINCT)
+        # always sorts.
+        pairs = (
+            select(newcomers.c.cohort, active_in.c.idx, days.c.user_key)
             .select_from(
                 newcomers.join(
                     days,
@@ -255,7 +257,11 @@ class RollupAnalyticsReader:
                 ).join(active_in, _meets(active_in))
             )
             .where(days.c.day >= day_range[0], days.c.day <= day_range[1])
-            .group_by(newcomers.c.cohort, active_in.c.idx)
+            .distinct()
+            .subquery()
+        )
+        query = select(pairs.c.cohort, pairs.c.idx, func.count()).group_by(
+            pairs.c.cohort, pairs.c.idx
         )
         active: dict[int, dict[int, int]] = defaultdict(dict)
         for cohort_index, week_index, users in await self._all(query):
@@ -374,8 +380,8 @@ class RollupAnalyticsReader:
             return {}
         days = rollup_user_days
         relation, (first, last) = self._masks_relation(ranges)
-        query = (
-            select(relation.c.idx, func.count(days.c.user_key.distinct()))
+        pairs = (
+            select(relation.c.idx, days.c.user_key)
             .select_from(days.join(relation, _meets(relation)))
             .where(
                 days.c.app_id == app_id,
@@ -383,8 +389,10 @@ class RollupAnalyticsReader:
                 days.c.day >= first,
                 days.c.day <= last,
             )
-            .group_by(relation.c.idx)
+            .distinct()
+            .subquery()
         )
+        query = select(pairs.c.idx, func.count()).group_by(pairs.c.idx)
         return {int(index): users for index, users in await self._all(query)}
 
     def _masks_relation(self, ranges: Sequence[Range]) -> tuple[FromClause, tuple[date, date]]:
