@@ -81,7 +81,7 @@ def upgrade() -> None:
         sa.Column("slice", sa.String(), nullable=False),
         sa.Column("key", sa.BigInteger(), nullable=False),
         sa.Column("first_seen", _TIME, nullable=False),
-        sa.PrimaryKeyConstraint("app_id", "kind", "slice", "key", name="pk_rollup_first_seen"),
+        sa.PrimaryKeyConstraint("app_id", "kind", "key", "slice", name="pk_rollup_first_seen"),
     )
     op.create_index(
         "ix_rollup_first_seen_app_id_kind_slice_first_seen",

@@ -301,7 +301,8 @@ rollup_first_seen = Table(
     Column("slice", String, nullable=False),
     Column("key", BigInteger, nullable=False),
     Column("first_seen", UtcDateTime, nullable=False),
-    PrimaryKeyConstraint("app_id", "kind", "slice", "key"),
+    # key before slice: a fold looks its sessions up by key, in every slice at once.
+    PrimaryKeyConstraint("app_id", "kind", "key", "slice"),
     Index(
         "ix_rollup_first_seen_app_id_kind_slice_first_seen", "app_id", "kind", "slice", "first_seen"
     ),
