@@ -21,8 +21,21 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Table, and_, delete, func, literal, or_, select, text
+from sqlalchemy import (
+    BigInteger,
+    Insert,
+    Table,
+    and_,
+    any_,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,6 +54,9 @@ from tkcloud_domain.rollups import RolledEvent, RollupDelta
 # Postgres advisory lock key of the fold ("tkroll" in ASCII), and lock_timeout's SQLSTATE.
 _FOLD_LOCK = 0x746B726F6C6C
 _LOCK_NOT_AVAILABLE = "55P03"
+# The fold's statements look rows up by key in tables that grow as it runs (a rebuild starts
+# from empty ones): plans made for what the statistics say scan whole tables.
+_GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 # Queue rows folded per transaction: bounded so a fold holds its lock briefly.
 FOLD_BATCHES = 200
 # Bind parameters per statement stay far below both drivers' limits.
@@ -164,6 +180,8 @@ class SqlRollups:
                     if self._postgres and not await self._lock(conn, wait):
                         yield None
                         return
+                    if self._postgres:
+                        await conn.execute(text(_GENERIC_PLANS))
                     yield conn
 
     async def _lock(self, conn: AsyncConnection, wait: float | None) -> bool:
@@ -251,6 +269,7 @@ class SqlRollups:
             try:
                 snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
                 async with snapshot.begin():
+                    await snapshot.execute(text(_GENERIC_PLANS))
                     yield snapshot
             finally:
                 await conn.execution_options(isolation_level="READ COMMITTED")
@@ -350,12 +369,20 @@ class SqlRollups:
         keys = sorted({key for kind, _, key in delta.first_seen if kind == "session"})
         known: dict[tuple[str, int], datetime] = {}
         for chunk in _chunks(keys, _KEYS_PER_QUERY):
+            # Postgres: one array parameter, planned once for any number of keys (the fold's
+            # transaction forces generic plans: a custom plan of a long IN list, or of a table
+            # growing inside a rebuild, scanned the whole table).
+            which = (
+                rollup_first_seen.c.key == any_(literal(list(chunk), ARRAY(BigInteger)))
+                if self._postgres
+                else rollup_first_seen.c.key.in_(chunk)
+            )
             query = select(
                 rollup_first_seen.c.slice, rollup_first_seen.c.key, rollup_first_seen.c.first_seen
             ).where(
                 rollup_first_seen.c.app_id == app_id,
                 rollup_first_seen.c.kind == "session",
-                rollup_first_seen.c.key.in_(chunk),
+                which,
             )
             for name, key, moment in (await conn.execute(query)).all():
                 known[(name, key)] = moment
