@@ -54,9 +54,10 @@ from tkcloud_domain.rollups import RolledEvent, RollupDelta
 # Postgres advisory lock key of the fold ("tkroll" in ASCII), and lock_timeout's SQLSTATE.
 _FOLD_LOCK = 0x746B726F6C6C
 _LOCK_NOT_AVAILABLE = "55P03"
-# The fold's statements look rows up by key in tables that grow as it runs (a rebuild starts
-# from empty ones): plans made for what the statistics say scan whole tables.
-_GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+# Every statement of a fold is an index lookup or range scan, into tables that grow as it runs
+# (a rebuild starts from empty ones): a plan made while a table was small (and cached by the
+# driver's prepared statements) would scan it whole each time it is reused.
+_INDEXES_ONLY = "SET LOCAL enable_seqscan = off"
 # Queue rows folded per transaction: bounded so a fold holds its lock briefly.
 FOLD_BATCHES = 200
 # Bind parameters per statement stay far below both drivers' limits.
@@ -181,7 +182,7 @@ class SqlRollups:
                         yield None
                         return
                     if self._postgres:
-                        await conn.execute(text(_GENERIC_PLANS))
+                        await conn.execute(text(_INDEXES_ONLY))
                     yield conn
 
     async def _lock(self, conn: AsyncConnection, wait: float | None) -> bool:
@@ -269,7 +270,7 @@ class SqlRollups:
             try:
                 snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
                 async with snapshot.begin():
-                    await snapshot.execute(text(_GENERIC_PLANS))
+                    await snapshot.execute(text(_INDEXES_ONLY))
                     yield snapshot
             finally:
                 await conn.execution_options(isolation_level="READ COMMITTED")
@@ -369,9 +370,7 @@ class SqlRollups:
         keys = sorted({key for kind, _, key in delta.first_seen if kind == "session"})
         known: dict[tuple[str, int], datetime] = {}
         for chunk in _chunks(keys, _KEYS_PER_QUERY):
-            # Postgres: one array parameter, planned once for any number of keys (the fold's
-            # transaction forces generic plans: a custom plan of a long IN list, or of a table
-            # growing inside a rebuild, scanned the whole table).
+            # Postgres: one array parameter, one prepared statement for any number of keys.
             which = (
                 rollup_first_seen.c.key == any_(literal(list(chunk), ARRAY(BigInteger)))
                 if self._postgres
