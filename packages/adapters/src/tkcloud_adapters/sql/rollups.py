@@ -78,19 +78,20 @@ class SqlRollups:
         )
         self._add_durations = _adding(insert(rollup_durations), rollup_durations, ("events",))
         user_days = insert(rollup_user_days)
+        # Both upserts write only when the row changes: an unchanged row rewritten by every
+        # fold (each active user, every day) would leave a dead version behind each time, and
+        # a rebuild, in one transaction, cannot prune them.
+        merged_hours = rollup_user_days.c.hours.op("|")(user_days.excluded.hours)
         self._add_user_days = user_days.on_conflict_do_update(
             index_elements=list(rollup_user_days.primary_key.columns),
-            set_={"hours": rollup_user_days.c.hours.op("|")(user_days.excluded.hours)},
+            set_={"hours": merged_hours},
+            where=merged_hours != rollup_user_days.c.hours,
         )
         first_seen = insert(rollup_first_seen)
-        earliest = func.least if self._postgres else func.min
         self._add_first_seen = first_seen.on_conflict_do_update(
             index_elements=list(rollup_first_seen.primary_key.columns),
-            set_={
-                "first_seen": earliest(
-                    rollup_first_seen.c.first_seen, first_seen.excluded.first_seen
-                )
-            },
+            set_={"first_seen": first_seen.excluded.first_seen},
+            where=first_seen.excluded.first_seen < rollup_first_seen.c.first_seen,
         )
         # SQLite: the fold's transaction is the only writer of rollups in this process.
         self._sqlite_lock = asyncio.Lock()
