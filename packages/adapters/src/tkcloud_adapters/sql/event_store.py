@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -22,6 +22,7 @@ from tkcloud_adapters.sql.errors import database_errors
 from tkcloud_adapters.sql.rollups import SqlRollups
 from tkcloud_adapters.sql.schema import apps, dnt_daily, event_keys, usage_monthly
 from tkcloud_adapters.sql.schema import events as events_table
+from tkcloud_adapters.sql.upsert import adding
 from tkcloud_application.ports.tenancy import AppUsage
 from tkcloud_domain.events import EventSchema
 from tkcloud_domain.limits import QuotaScope
@@ -51,14 +52,14 @@ class SqlEventStore:
         # an event stored without its key (never written so): it must not fail the batch, which
         # the SDK would then resend forever.
         self._insert_events = insert(events_table).on_conflict_do_nothing()
-        self._add_usage = _increment(insert(usage_monthly), usage_monthly, "events")
+        self._add_usage = adding(insert(usage_monthly), usage_monthly, ("events",))
         # FOR SHARE, on Postgres only: see store().
         self._app_environment = (
             select(apps.c.environment)
             .where(apps.c.id == bindparam("app_id"))
             .with_for_update(read=True)
         )
-        self._add_dnt = _increment(insert(dnt_daily), dnt_daily, "requests")
+        self._add_dnt = adding(insert(dnt_daily), dnt_daily, ("requests",))
 
     async def store(
         self, app: IngestApp, events: Sequence[EventSchema], received_at: datetime
@@ -186,14 +187,6 @@ class SqlEventStore:
             )
             for row in rows
         ]
-
-
-def _increment(insert: Any, table: Table, counter: str) -> Insert:
-    """INSERT the row, or add its counter to the existing row's (one atomic statement)."""
-    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=list(table.primary_key.columns),
-        set_={counter: table.c[counter] + insert.excluded[counter]},
-    )
 
 
 def _event_row(app: IngestApp, event: EventSchema, received_at: datetime) -> dict[str, Any]:

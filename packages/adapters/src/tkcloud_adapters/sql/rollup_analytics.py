@@ -143,12 +143,7 @@ class RollupAnalyticsReader:
         counts: dict[datetime, int] = defaultdict(int)
         for hour, events in await self._all(hourly):
             counts[bucket_start(hour, tz, window.hourly)] += int(events)
-        ends = [*starts[1:], window.end]
-        ranges = [
-            (index, max(start, window.start), min(end, window.end))
-            for index, (start, end) in enumerate(zip(starts, ends, strict=True))
-            if counts.get(start)
-        ]
+        ranges = [r for r in _clipped(starts, window) if counts.get(starts[r[0]])]
         users = await self._users(app_id, name, ranges)
         return [Point(starts[i], counts[starts[i]], users.get(i, 0)) for i, _, _ in ranges]
 
@@ -220,11 +215,7 @@ class RollupAnalyticsReader:
         name = await self._slice(app_id, window, filters)
         if name is None or not all(is_whole_hour(w) for w in weeks):
             return await self._raw.retention(app_id, window, filters, tz)
-        ends = [*weeks[1:], window.end]
-        spans = [
-            (index, max(start, window.start), min(end, window.end))
-            for index, (start, end) in enumerate(zip(weeks, ends, strict=True))
-        ]
+        spans = _clipped(weeks, window)
         first = rollup_first_seen
         cohort = case(
             *((and_(first.c.first_seen >= a, first.c.first_seen < b), i) for i, a, b in spans)
@@ -423,6 +414,15 @@ class RollupAnalyticsReader:
 
 
 _ZERO = (0, 0, 0, 0)
+
+
+def _clipped(starts: Sequence[datetime], window: Window) -> list[Range]:
+    """Each bucket (its start, up to the next one's) cut to the window, with its index."""
+    ends = [*starts[1:], window.end]
+    return [
+        (index, max(start, window.start), min(end, window.end))
+        for index, (start, end) in enumerate(zip(starts, ends, strict=True))
+    ]
 
 
 def _counts_of(app_id: str, name: str, kind: str) -> list[ColumnElement[bool]]:

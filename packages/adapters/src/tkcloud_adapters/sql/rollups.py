@@ -23,8 +23,6 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Insert,
-    Table,
     and_,
     any_,
     delete,
@@ -49,6 +47,7 @@ from tkcloud_adapters.sql.schema import (
     rollup_queue,
     rollup_user_days,
 )
+from tkcloud_adapters.sql.upsert import adding
 from tkcloud_domain.rollups import RolledEvent, RollupDelta
 
 # Postgres advisory lock key of the fold ("tkroll" in ASCII), and lock_timeout's SQLSTATE.
@@ -73,10 +72,10 @@ class SqlRollups:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         insert = postgresql.insert if self._postgres else sqlite.insert
-        self._add_counts = _adding(
+        self._add_counts = adding(
             insert(rollup_counts), rollup_counts, ("events", "reported", "successes", "failures")
         )
-        self._add_durations = _adding(insert(rollup_durations), rollup_durations, ("events",))
+        self._add_durations = adding(insert(rollup_durations), rollup_durations, ("events",))
         user_days = insert(rollup_user_days)
         # Both upserts write only when the row changes: an unchanged row rewritten by every
         # fold (each active user, every day) would leave a dead version behind each time, and
@@ -119,13 +118,10 @@ class SqlRollups:
 
     async def pending(self, app_id: str | None = None, *, at_least_one: bool = False) -> int:
         """Batches queued (of one app, or all); with `at_least_one`, 1 if any (a cheaper probe)."""
-        query = select(func.count()).select_from(rollup_queue)
-        if app_id is not None:
-            query = query.where(rollup_queue.c.app_id == app_id)
+        mine = [] if app_id is None else [rollup_queue.c.app_id == app_id]
+        query = select(func.count()).select_from(rollup_queue).where(*mine)
         if at_least_one:
-            query = select(func.count()).select_from(
-                query.with_only_columns(literal(1)).limit(1).subquery()
-            )
+            query = select(select(rollup_queue.c.id).where(*mine).exists())
         with database_errors():
             async with self._engine.connect() as conn:
                 return int((await conn.execute(query)).scalar_one())
@@ -396,14 +392,6 @@ async def hold_folds(conn: AsyncConnection) -> None:
     transactions are serialised anyway.)"""
     if conn.dialect.name == "postgresql":
         await conn.execute(select(func.pg_advisory_xact_lock(_FOLD_LOCK)))
-
-
-def _adding(insert: Any, table: Table, counters: Iterable[str]) -> Insert:
-    """INSERT the row, or add its counters to the existing row's."""
-    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=list(table.primary_key.columns),
-        set_={name: table.c[name] + insert.excluded[name] for name in counters},
-    )
 
 
 def _chunks(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
