@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import create_postgres_database, drop_postgres_database
@@ -32,10 +32,18 @@ from tests.support.sdk import sdk_event
 from tkcloud_adapters.sql.analytics import SqlAnalyticsReader
 from tkcloud_adapters.sql.engine import create_engine
 from tkcloud_adapters.sql.event_store import SqlEventStore
-from tkcloud_adapters.sql.migrate import upgrade
+from tkcloud_adapters.sql.migrate import downgrade, upgrade
 from tkcloud_adapters.sql.rollup_analytics import RollupAnalyticsReader
 from tkcloud_adapters.sql.rollups import SqlRollups
-from tkcloud_adapters.sql.schema import ROLLUP_TABLES, events, rollup_queue
+from tkcloud_adapters.sql.schema import (
+    ROLLUP_TABLES,
+    events,
+    rollup_counts,
+    rollup_durations,
+    rollup_first_seen,
+    rollup_queue,
+    rollup_user_days,
+)
 from tkcloud_domain.analytics import Dimension, Filters, Window
 from tkcloud_domain.events import EventSchema, parse_event
 from tkcloud_domain.plans import PLAN_LIMITS, Plan
@@ -52,6 +60,8 @@ WINDOWS = [
     Window(START, START + timedelta(days=10)),
     Window(START + timedelta(days=2, hours=5), START + timedelta(days=7, hours=13)),
     Window(START + timedelta(days=3, hours=22), START + timedelta(days=4, hours=3)),
+    # Whole days around a whole week: duration histograms read at both grains.
+    Window(START - timedelta(days=2), START + timedelta(days=9)),
 ]
 FILTERS = [
     Filters(),
@@ -248,3 +258,130 @@ async def _sessions_started(
         for session, moment in (await conn.execute(query)).all():
             first[session] = min(moment, first.get(session, moment))
     return sum(window.start <= moment < window.end for moment in first.values())
+
+
+# --- the week grain of duration histograms, and the retention purge ----------------------------
+
+# Commands on both sides of week boundaries: Sundays late, Mondays early, over three weeks.
+SPREAD = [
+    START - timedelta(days=8, minutes=5),  # Sunday 2026-11-15 23:55
+    START - timedelta(days=7),  # Monday 2026-11-16 00:00
+    START - timedelta(minutes=1),  # Sunday 2026-11-22 23:59
+    START + timedelta(hours=1),
+    START + timedelta(days=3, hours=4),
+    START + timedelta(days=3, hours=9),
+    START + timedelta(days=7, hours=2),  # Monday 2026-11-30
+]
+
+
+def commands_over_weeks() -> list[EventSchema]:
+    wire = [
+        sdk_event(
+            moment,
+            user_id=f"client_{index % 3}",
+            session_id=f"sess_{index // 3}",
+            event={
+                "type": "command_execution",
+                "data": {"command": "build", "duration_ms": 100 * (index + 1), "success": True},
+            },
+        )
+        for index, moment in enumerate(SPREAD)
+    ]
+    return parsed(wire)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def migratable_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A migrated database of the test's own: the test migrates it down and up."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'weeks.db'}"
+        upgrade(url)
+        return url
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+async def _durations(engine: AsyncEngine, app_id: str, grain: str) -> list[tuple[Any, ...]]:
+    t = rollup_durations
+    query = select(t.c.slice, t.c.at, t.c.command, t.c.bucket, t.c.events).where(
+        t.c.app_id == app_id, t.c.grain == grain
+    )
+    async with engine.connect() as conn:
+        return sorted(tuple(row) for row in (await conn.execute(query)).all())
+
+
+async def test_the_weekly_durations_migration_adds_up_the_day_rows(migratable_url: str) -> None:
+    engine = create_engine(migratable_url)
+    try:
+        app = IngestApp(
+            "org_w", "app_w", Environment.PRODUCTION, True, Plan.PRO, PLAN_LIMITS[Plan.PRO], ()
+        )
+        await SqlEventStore(engine).store(app, commands_over_weeks(), NOW)
+        await SqlRollups(engine).catch_up("app_w")
+        folded = await _durations(engine, "app_w", "w")
+        weeks = sorted({at for _, at, _, _, _ in folded})
+        assert weeks == [
+            START - timedelta(days=14),
+            START - timedelta(days=7),
+            START,
+            START + timedelta(days=7),
+        ]
+
+        await asyncio.to_thread(downgrade, migratable_url, "0006")
+        assert await _durations(engine, "app_w", "w") == []
+        await asyncio.to_thread(upgrade, migratable_url)
+
+        assert await _durations(engine, "app_w", "w") == folded
+    finally:
+        await engine.dispose()
+
+
+async def test_the_retention_purge_drops_rows_once_their_last_hour_is_gone(
+    migratable_url: str,
+) -> None:
+    engine = create_engine(migratable_url)
+    try:
+        app = IngestApp(
+            "org_p", "app_p", Environment.PRODUCTION, True, Plan.PRO, PLAN_LIMITS[Plan.PRO], ()
+        )
+        rollups = SqlRollups(engine)
+        await SqlEventStore(engine).store(app, commands_over_weeks(), NOW)
+        await rollups.catch_up("app_p")
+        horizon = START + timedelta(days=3, hours=5)  # Thursday 05:00
+        midnight = START + timedelta(days=3)
+
+        await rollups.purge("app_p", horizon)
+
+        async with engine.connect() as conn:
+            for table in (rollup_counts, rollup_durations):
+                query = (
+                    select(table.c.grain, func.min(table.c.at))
+                    .where(table.c.app_id == "app_p")
+                    .group_by(table.c.grain)
+                )
+                oldest = dict((await conn.execute(query)).all())
+                assert oldest["d"] == midnight  # the day of the horizon keeps its day row
+                if "h" in oldest:
+                    assert oldest["h"] >= horizon
+                if table is rollup_durations:
+                    assert "h" not in oldest
+                    assert oldest["w"] == START  # the week of the horizon stays whole
+            days = select(func.min(rollup_user_days.c.day)).where(
+                rollup_user_days.c.app_id == "app_p"
+            )
+            assert (await conn.execute(days)).scalar_one() == midnight.date()
+            first_seen = rollup_first_seen
+            kinds = (
+                select(first_seen.c.kind, func.min(first_seen.c.first_seen))
+                .where(first_seen.c.app_id == "app_p")
+                .group_by(first_seen.c.kind)
+            )
+            oldest_seen = dict((await conn.execute(kinds)).all())
+        assert oldest_seen["user"] == SPREAD[0]  # a user seen before the horizon is not new
+        assert oldest_seen["session"] == SPREAD[6]  # the sessions begun before it are gone
+        # Hours after the horizon are all still there.
+        rolled = RollupAnalyticsReader(engine, rollups, SqlAnalyticsReader(engine))
+        after = Window(START + timedelta(days=3, hours=6), NOW)
+        totals = await rolled.totals("app_p", after, Filters())
+        assert totals.events == sum(after.start <= m < after.end for m in SPREAD)
+    finally:
+        await engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -15,9 +16,11 @@ from tkcloud_domain.rollups import (
     bucket_value,
     day_masks,
     duration_bucket,
+    histogram_spans,
     identity_key,
     percentile,
     split,
+    week_of,
 )
 
 
@@ -84,3 +87,37 @@ def test_identity_keys_are_stable_non_negative_bigints() -> None:
     key = identity_key("client_abc")
     assert key == identity_key("client_abc") != identity_key("client_abd")
     assert 0 <= key < 2**63
+
+
+def test_week_of_is_the_monday_at_midnight_utc() -> None:
+    monday = datetime(2026, 11, 23, tzinfo=UTC)
+    assert week_of(monday) == monday
+    assert week_of(monday + timedelta(days=6, hours=23, minutes=59)) == monday
+    assert week_of(monday - timedelta(microseconds=1)) == monday - timedelta(days=7)
+    berlin = datetime(2026, 11, 30, 0, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # Sunday 23:30 UTC
+    assert week_of(berlin) == monday
+
+
+def test_histogram_spans_read_whole_weeks_and_the_days_around_them() -> None:
+    monday = datetime(2026, 11, 23, tzinfo=UTC)
+    day, week = timedelta(days=1), timedelta(days=7)
+    # 90 days ending on a Friday at 14:00: leading days, 12 whole weeks, trailing days.
+    end = monday + 12 * week + 4 * day + timedelta(hours=14)
+    start = end - 90 * day
+    spans = histogram_spans(start, end)
+    assert spans == [
+        ("d", start.replace(hour=0), monday),
+        ("w", monday, monday + 12 * week),
+        ("d", monday + 12 * week, monday + 12 * week + 5 * day),
+    ]
+    # Together the spans are exactly the whole UTC days the window touches, once each.
+    covered = [a + n * day for g, a, b in spans for n in range((b - a) // day)]
+    assert covered == [start.replace(hour=0) + n * day for n in range(91)]
+    # No whole week: days only; a window of whole weeks: weeks only.
+    assert histogram_spans(monday + day, monday + 3 * day) == [
+        ("d", monday + day, monday + 3 * day)
+    ]
+    assert histogram_spans(monday, monday + 2 * week) == [("w", monday, monday + 2 * week)]
+    assert histogram_spans(monday + timedelta(hours=3), monday + timedelta(hours=4)) == [
+        ("d", monday, monday + day)
+    ]

@@ -19,8 +19,10 @@ the user was active, so any hour-aligned bucket (a local day, a week, a rolling 
 the users whose masks meet it. Users and sessions are keyed by a 63-bit hash of their id (a
 collision between two of an app's users is about as likely as 1 in 10^10 with 400,000 users).
 Duration percentiles come from log-scale histograms (relative accuracy 2.5 %, `duration_bucket`)
-kept per UTC day only (an hour grain would multiply their rows by 24): a window's percentiles
-are those of the whole UTC days it touches.
+kept per UTC day ("d") and per week ("w", Monday to Monday, UTC), not per hour (an hour grain would
+multiply their rows by 24): a window's percentiles are those of the whole UTC days it touches,
+read as whole weeks where it can (`histogram_spans`), so that 90 days sum 13 weeks' rows, not 90
+days'.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+WEEK = timedelta(weeks=1)
 ALL_HOURS = (1 << 24) - 1
 
 # Durations are histogrammed in buckets [GAMMA^(i-1), GAMMA^i): every duration in a bucket is
@@ -126,6 +129,12 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def week_of(moment: datetime) -> datetime:
+    """The start of the UTC week (Monday 00:00 UTC) that holds `moment`."""
+    day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=day.weekday())
+
+
 def is_whole_hour(moment: datetime) -> bool:
     return moment.astimezone(UTC) == hour_of(moment)
 
@@ -201,8 +210,10 @@ class RollupDelta:
         for (hour, event_type, version, os, command, bucket), n in durations.items():
             command_key = key_of(command)
             day = hour.replace(hour=0)
+            week = week_of(day)
             for name in _slices(event_type, version, os):
                 self.durations[(name, "d", day, command_key, bucket)] += n
+                self.durations[(name, "w", week, command_key, bucket)] += n
         for (day, event_type, version, os, _, user_id), mask in hours.items():
             user_key = identity_key(user_id)
             for name in _slices(event_type, version, os):
@@ -262,6 +273,22 @@ def split(
         return [(start, end)], None
     hours = [(a, b) for a, b in ((start, first), (last, end)) if a < b]
     return hours, (first.date(), last.date())
+
+
+def histogram_spans(start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
+    """The whole UTC days [start, end) touches, as (grain, first, last) spans of duration
+    histogram rows to read: whole weeks at the week grain, the days around them at the day
+    grain."""
+    first = _midnight(start.astimezone(UTC).date())
+    last = _midnight((end.astimezone(UTC) - timedelta(microseconds=1)).date() + DAY)
+    weeks_from = week_of(first)
+    if weeks_from < first:
+        weeks_from += WEEK
+    weeks_to = week_of(last)
+    if weeks_from >= weeks_to:
+        return [("d", first, last)] if first < last else []
+    spans = [("d", first, weeks_from), ("w", weeks_from, weeks_to), ("d", weeks_to, last)]
+    return [(grain, a, b) for grain, a, b in spans if a < b]
 
 
 def _midnight(day: date) -> datetime:

@@ -34,6 +34,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,6 +65,7 @@ from tkcloud_domain.analytics import (
 )
 from tkcloud_domain.rollups import (
     day_masks,
+    histogram_spans,
     is_whole_hour,
     key_of,
     percentile,
@@ -231,28 +233,13 @@ class RollupAnalyticsReader:
             )
             .subquery()
         )
-        days = rollup_user_days
-        active_in, day_range = self._masks_relation(spans)
-        # DISTINCT in a subquery, then count: Postgres can hash it, where count(DISTINCT)
-        # always sorts.
-        pairs = (
-            select(newcomers.c.cohort, active_in.c.idx, days.c.user_key)
-            .select_from(
-                newcomers.join(
-                    days,
-                    and_(
-                        days.c.app_id == app_id,
-                        days.c.slice == name,
-                        days.c.user_key == newcomers.c.key,
-                    ),
-                ).join(active_in, _meets(active_in))
-            )
-            .where(days.c.day >= day_range[0], days.c.day <= day_range[1])
-            .distinct()
-            .subquery()
-        )
-        query = select(pairs.c.cohort, pairs.c.idx, func.count()).group_by(
-            pairs.c.cohort, pairs.c.idx
+        # Who was active in which week first (one row per user and week), then their cohorts:
+        # joined the other way round, the DISTINCT would run over a row per user and day.
+        weekly = self._active(app_id, name, spans)
+        query = (
+            select(newcomers.c.cohort, weekly.c.idx, func.count())
+            .select_from(weekly.join(newcomers, newcomers.c.key == weekly.c.user_key))
+            .group_by(newcomers.c.cohort, weekly.c.idx)
         )
         active: dict[int, dict[int, int]] = defaultdict(dict)
         for cohort_index, week_index, users in await self._all(query):
@@ -348,17 +335,24 @@ class RollupAnalyticsReader:
         if not keys:
             return {}
         t = rollup_durations
-        query = (
-            select(t.c.command, t.c.bucket, func.sum(t.c.events))
-            .where(
-                t.c.app_id == app_id,
-                t.c.slice == name,
-                t.c.command.in_(keys),
-                # The whole UTC days the window touches: durations have day rows only.
-                t.c.at >= window.start.astimezone(UTC).replace(hour=0),
-                t.c.at < window.end,
+        # The whole UTC days the window touches (durations have no hour rows), a range of the
+        # primary key per grain: a UNION ALL of them, as an OR of them is read as a scan of
+        # every row of the slice.
+        spans = union_all(
+            *(
+                select(t.c.command, t.c.bucket, t.c.events).where(
+                    t.c.app_id == app_id,
+                    t.c.slice == name,
+                    t.c.grain == grain,
+                    t.c.at >= first,
+                    t.c.at < last,
+                    t.c.command.in_(keys),
+                )
+                for grain, first, last in histogram_spans(window.start, window.end)
             )
-            .group_by(t.c.command, t.c.bucket)
+        ).subquery()
+        query = select(spans.c.command, spans.c.bucket, func.sum(spans.c.events)).group_by(
+            spans.c.command, spans.c.bucket
         )
         found: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for command, bucket, events in await self._all(query):
@@ -369,9 +363,16 @@ class RollupAnalyticsReader:
         """Distinct users active in each range (index -> users; ranges without any left out)."""
         if not ranges:
             return {}
+        active = self._active(app_id, name, ranges)
+        query = select(active.c.idx, func.count()).group_by(active.c.idx)
+        return {int(index): users for index, users in await self._all(query)}
+
+    def _active(self, app_id: str, name: str, ranges: Sequence[Range]) -> FromClause:
+        """(idx, user_key) once for each user active in each range. DISTINCT in a subquery:
+        Postgres can hash it, where count(DISTINCT) always sorts."""
         days = rollup_user_days
         relation, (first, last) = self._masks_relation(ranges)
-        pairs = (
+        return (
             select(relation.c.idx, days.c.user_key)
             .select_from(days.join(relation, _meets(relation)))
             .where(
@@ -383,8 +384,6 @@ class RollupAnalyticsReader:
             .distinct()
             .subquery()
         )
-        query = select(pairs.c.idx, func.count()).group_by(pairs.c.idx)
-        return {int(index): users for index, users in await self._all(query)}
 
     def _masks_relation(self, ranges: Sequence[Range]) -> tuple[FromClause, tuple[date, date]]:
         """A relation (idx, day, mask): the UTC days each range touches with the mask of its
