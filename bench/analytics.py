@@ -1,7 +1,7 @@
 """Analytics benchmark: every dashboard analytics use case, timed on Postgres over many events.
 
     uv run python -m bench.analytics [--events N] [--other-tenants-events M] [--runs R]
-                                     [--seed S] [--max-seconds-per-endpoint T] [--json]
+                                     [--seed S] [--max-seconds-per-endpoint T] [--json] [--keep]
 
 What it does, in order (bench/README.md, "Analytics", explains how to read the output):
 
@@ -22,7 +22,8 @@ What it does, in order (bench/README.md, "Analytics", explains how to read the o
    arrival, as ingestion counts) and `dnt_daily` are filled and the table is VACUUM ANALYZEd, as
    autovacuum would have done to an insert-only table. The load runs in a child process, so that
    its memory does not count in this process's peak RSS;
-   Then it builds the rollups as `tkcloud analytics rebuild` does (`SqlRollups.rebuild`);
+   then it builds the rollups as `tkcloud analytics rebuild` does (`SqlRollups.rebuild`) and
+   VACUUM ANALYZEs them, as autovacuum would;
 4. times each analytics use case through `AppAnalytics` (the service's reader,
    `RollupAnalyticsReader`, or with `--reader raw` the raw events' `SqlAnalyticsReader`; operator
    principal, real `Access` checks) for period=30d and 90d: R runs each, the first one discarded
@@ -31,7 +32,8 @@ What it does, in order (bench/README.md, "Analytics", explains how to read the o
 5. exports min(N, 1,000,000) of the app's newest events as Parquet through `EventExplorer` +
    `SqlEventReader` + `ArrowParquetEncoder` into /dev/null, and prints the time, the rows and
    bytes written, and this process's peak RSS (ru_maxrss) before and after;
-6. always drops the database, even on Ctrl-C or SIGTERM.
+6. always drops the database, even on Ctrl-C or SIGTERM (unless --keep: then it prints its
+   URL, for EXPLAIN ANALYZE of a query at that size; drop it yourself).
 
 Only 127.0.0.1 is spoken to. Each query is bounded by the service's own statement timeout (10 s)
 and each endpoint by --max-seconds-per-endpoint. `--events 10000000` is the issue's target size.
@@ -615,9 +617,10 @@ async def load(url: str, args: argparse.Namespace, now: datetime) -> dict[str, A
         t0 = time.perf_counter()
         rebuilt = await rebuild_rollups(url, [p[1] for p in plans if p[3] > 0])
         rebuild_seconds = time.perf_counter() - t0
+        # As autovacuum would soon: the rebuild's one transaction rewrote each week's histogram
+        # rows once per day of the week, and left the old versions behind.
         await conn.execute(
-            "ANALYZE rollup_counts; ANALYZE rollup_durations; ANALYZE rollup_user_days;"
-            " ANALYZE rollup_first_seen"
+            "VACUUM (ANALYZE) rollup_counts, rollup_durations, rollup_user_days, rollup_first_seen"
         )
         rollup_sizes = {
             table: await conn.fetchval(f"SELECT pg_size_pretty(pg_total_relation_size('{table}'))")
@@ -1077,6 +1080,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="admin DSN; the bench creates and drops a database next to it",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the database afterwards (to EXPLAIN a query on it); drop it yourself",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.other_tenants_events < 0 or args.chunk < 1:
         parser.error("--events and --chunk must be positive, --other-tenants-events >= 0")
@@ -1135,9 +1143,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"failed: {exc}")
         return 2
     finally:
-        with contextlib.suppress(Exception):
-            postgres.drop()
-            log(f"dropped database {postgres.name}")
+        if args.keep:
+            log(f"kept database {postgres.name}: {postgres.url}")
+        else:
+            with contextlib.suppress(Exception):
+                postgres.drop()
+                log(f"dropped database {postgres.name}")
 
 
 if __name__ == "__main__":
