@@ -63,7 +63,8 @@ def _run_migrations(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_engine(_database_url())
+    # No statement timeout: a migration that rewrites a table takes as long as its rows do.
+    engine = create_engine(_database_url(), statement_seconds=None)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _foreign_keys_off)
     try:

@@ -24,19 +24,21 @@ _SQLITE_PRAGMAS = (
 )
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, statement_seconds: float | None = 10) -> AsyncEngine:
     """An engine for `postgresql+asyncpg://…` or `sqlite+aiosqlite:///path` (plain `postgresql://`
-    and `sqlite:///` are accepted and given the async driver)."""
+    and `sqlite:///` are accepted and given the async driver). On Postgres a statement that takes
+    longer than `statement_seconds` fails (the request answers 503); None: no limit (migrations,
+    whose statements take as long as the data they rewrite)."""
     parsed = make_url(url)
     parsed = parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
     if parsed.drivername == "postgresql+asyncpg":
-        return _postgres_engine(parsed)
+        return _postgres_engine(parsed, statement_seconds)
     if parsed.drivername == "sqlite+aiosqlite":
         return _sqlite_engine(parsed)
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
 
 
-def _postgres_engine(url: URL) -> AsyncEngine:
+def _postgres_engine(url: URL, statement_seconds: float | None) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=10,
@@ -46,7 +48,7 @@ def _postgres_engine(url: URL) -> AsyncEngine:
         pool_pre_ping=True,
         pool_recycle=1800,
         # Fail fast when the server is unreachable or stuck: the request answers 503.
-        connect_args={"timeout": 3, "command_timeout": 10},
+        connect_args={"timeout": 3, "command_timeout": statement_seconds},
     )
 
 
