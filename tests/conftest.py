@@ -93,6 +93,19 @@ async def fresh_postgres_url() -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def migratable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database of the test's own, on each backend: the test migrates it down and
+    up."""
+    if request.param == "sqlite":
+        from tkcloud_adapters.sql.migrate import upgrade
+
+        url = f"sqlite+aiosqlite:///{tmp_path / 'migratable.db'}"
+        upgrade(url)
+        return url
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return REDIS_TEST_URL

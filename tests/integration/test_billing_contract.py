@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -467,16 +466,6 @@ async def test_sql_notifications_record_when_they_were_sent(sql_url: str) -> Non
     assert isinstance(sent_at, datetime)
     assert sent_at.utcoffset() == timedelta(0)
     assert abs(datetime.now(UTC) - sent_at) < timedelta(minutes=5)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def migratable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated database of the test's own: the test migrates it down and up."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'billing-migration.db'}"
-        upgrade(url)
-        return url
-    return str(request.getfixturevalue("fresh_postgres_url"))
 
 
 async def test_the_billing_migration_keeps_orgs_both_ways(migratable_url: str) -> None:

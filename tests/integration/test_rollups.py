@@ -264,7 +264,7 @@ async def _sessions_started(
 
 # Commands on both sides of week boundaries: Sundays late, Mondays early, over three weeks.
 SPREAD = [
-    START - timedelta(days=8, minutes=5),  # Sunday 2026-11-15 23:55
+    START - timedelta(days=7, minutes=5),  # Sunday 2026-11-15 23:55
     START - timedelta(days=7),  # Monday 2026-11-16 00:00
     START - timedelta(minutes=1),  # Sunday 2026-11-22 23:59
     START + timedelta(hours=1),
@@ -290,16 +290,6 @@ def commands_over_weeks() -> list[EventSchema]:
     return parsed(wire)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def migratable_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """A migrated database of the test's own: the test migrates it down and up."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'weeks.db'}"
-        upgrade(url)
-        return url
-    return str(request.getfixturevalue("fresh_postgres_url"))
-
-
 async def _durations(engine: AsyncEngine, app_id: str, grain: str) -> list[tuple[Any, ...]]:
     t = rollup_durations
     query = select(t.c.slice, t.c.at, t.c.command, t.c.bucket, t.c.events).where(
@@ -309,28 +299,49 @@ async def _durations(engine: AsyncEngine, app_id: str, grain: str) -> list[tuple
         return sorted(tuple(row) for row in (await conn.execute(query)).all())
 
 
-async def test_the_weekly_durations_migration_adds_up_the_day_rows(migratable_url: str) -> None:
+async def _day_users(engine: AsyncEngine, app_id: str) -> list[tuple[Any, ...]]:
+    t = rollup_counts
+    query = select(t.c.slice, t.c.at, t.c.key, t.c.events).where(
+        t.c.app_id == app_id, t.c.kind == "day_users", t.c.events != 0
+    )
+    async with engine.connect() as conn:
+        return sorted(tuple(row) for row in (await conn.execute(query)).all())
+
+
+async def test_migrations_0007_and_0008_add_up_what_folds_keep(migratable_url: str) -> None:
     engine = create_engine(migratable_url)
     try:
         app = IngestApp(
             "org_w", "app_w", Environment.PRODUCTION, True, Plan.PRO, PLAN_LIMITS[Plan.PRO], ()
         )
-        await SqlEventStore(engine).store(app, commands_over_weeks(), NOW)
-        await SqlRollups(engine).catch_up("app_w")
-        folded = await _durations(engine, "app_w", "w")
-        weeks = sorted({at for _, at, _, _, _ in folded})
+        store, rollups = SqlEventStore(engine), SqlRollups(engine)
+        events = commands_over_weeks()
+        for half in (events[::2], events[1::2]):  # two folds: the second adds to the first
+            await store.store(app, half, NOW)
+            await rollups.catch_up("app_w")
+        weekly, day_users = (
+            await _durations(engine, "app_w", "w"),
+            await _day_users(engine, "app_w"),
+        )
+        weeks = sorted({at for _, at, _, _, _ in weekly})
         assert weeks == [
             START - timedelta(days=14),
             START - timedelta(days=7),
             START,
             START + timedelta(days=7),
         ]
+        # The 24 hours up to Monday 16 Nov 01:00 UTC: client_0 at 23:55 and client_1 at 00:00.
+        assert ("", START - timedelta(days=7), "1", 2) in day_users
+        # Up to midnight (hour 24 of Sunday 15 Nov): client_0 alone.
+        assert ("", START - timedelta(days=8), "24", 1) in day_users
 
         await asyncio.to_thread(downgrade, migratable_url, "0006")
         assert await _durations(engine, "app_w", "w") == []
+        assert await _day_users(engine, "app_w") == []
         await asyncio.to_thread(upgrade, migratable_url)
 
-        assert await _durations(engine, "app_w", "w") == folded
+        assert await _durations(engine, "app_w", "w") == weekly
+        assert await _day_users(engine, "app_w") == day_users
     finally:
         await engine.dispose()
 

@@ -13,11 +13,14 @@ from tkcloud_domain.analytics import window
 from tkcloud_domain.rollups import (
     ALL_HOURS,
     ALPHA,
+    RollupDelta,
     bucket_value,
     day_masks,
+    day_window,
     duration_bucket,
     histogram_spans,
     identity_key,
+    in_day_window,
     percentile,
     split,
     week_of,
@@ -121,3 +124,36 @@ def test_histogram_spans_read_whole_weeks_and_the_days_around_them() -> None:
     assert histogram_spans(monday + timedelta(hours=3), monday + timedelta(hours=4)) == [
         ("d", monday, monday + day)
     ]
+
+
+def test_a_day_window_is_24_hours_ending_on_the_hour() -> None:
+    assert day_window(at(1, 23) - timedelta(days=1), at(1, 23)) == (at(1), 23)
+    assert day_window(at(1), at(2)) == (at(1), 24)  # a UTC day ends at hour 24 of itself
+    assert day_window(at(1), at(1, 23)) is None  # 23 hours: a day that DST shortened
+    half_past = datetime(2026, 12, 2, 4, 30, tzinfo=UTC)
+    assert day_window(half_past - timedelta(days=1), half_past) is None
+
+
+def test_day_window_membership() -> None:
+    assert in_day_window(1 << 23, 0, 23)  # 23:00 of the day before, in the window to 23:00
+    assert not in_day_window(1 << 22, 0, 23)
+    assert in_day_window(0, 1 << 22, 23)
+    assert not in_day_window(0, 1 << 23, 23)
+    assert in_day_window(0, 1 << 23, 24)
+    assert not in_day_window(ALL_HOURS, 0, 24)
+
+
+def test_day_window_changes_count_each_user_once_per_window() -> None:
+    user = identity_key("u")
+    delta = RollupDelta()
+    delta.user_hours[("", date(2026, 12, 2), user)] = 1 << 0  # 00:00 on 2 Dec
+    # Stored already: the same user at 23:00 on 1 Dec.
+    stored = {("", date(2026, 12, 1), user): 1 << 23}
+    changes = dict(delta.day_window_changes(stored))
+    # Windows ending on 2 Dec at hours 1..23 had the user already (23:00 on 1 Dec); the one
+    # ending at hour 24 (2 Dec itself) did not. Windows ending on 3 Dec reach back only to
+    # 2 Dec 01:00 and later: 00:00 is in none of them.
+    assert changes == {("", "day_users", "d", at(2), "24", ""): 1}
+    # The same hour again changes nothing.
+    stored[("", date(2026, 12, 2), user)] = 1
+    assert list(delta.day_window_changes(stored)) == []

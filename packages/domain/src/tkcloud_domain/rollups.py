@@ -16,7 +16,10 @@ whole hours reads day rows for its whole days and hour rows for the rest.
 
 Distinct users are exact: one row per user, UTC day and slice holds the 24-bit mask of the hours
 the user was active, so any hour-aligned bucket (a local day, a week, a rolling 30 days) counts
-the users whose masks meet it. Users and sessions are keyed by a 63-bit hash of their id (a
+the users whose masks meet it. That costs a row per user and day in the window, so the users of
+each *day window* (the 24 hours ending on an hour, which every local day of a whole-hour time
+zone is) are also counted as events are folded (`day_window_changes`): a daily series reads a
+counter per day. Users and sessions are keyed by a 63-bit hash of their id (a
 collision between two of an app's users is about as likely as 1 in 10^10 with 400,000 users).
 Duration percentiles come from log-scale histograms (relative accuracy 2.5 %, `duration_bucket`)
 kept per UTC day ("d") and per week ("w", Monday to Monday, UTC), not per hour (an hour grain would
@@ -245,6 +248,49 @@ class RollupDelta:
                     yield (name, "sessions", grain, at, "", ""), -1
             for grain, at in _grains(hour_of(moment)):
                 yield (name, "sessions", grain, at, "", ""), 1
+
+    def day_window_changes(self, stored: dict[UserDayKey, int]) -> Iterator[tuple[CountKey, int]]:
+        """+1 to a day window's user counter for each user this delta makes active in it for
+        the first time, given the hour masks stored before it (`stored`: those of the delta's
+        user-days and of the days either side; absent is 0).
+
+        A *day window* is the 24 hours ending on hour `h` (1..24) of UTC day `d`:
+        [d + h - 24 h, d + h). A local day of a whole-hour time zone is one (Berlin's 1 Dec
+        starts at 23:00 UTC on 30 Nov, so it is the window ending at hour 23 of 1 Dec), so a
+        daily series reads its users from these counters instead of counting distinct users."""
+        after = dict(stored)
+        for key, hours in self.user_hours.items():
+            after[key] = stored.get(key, 0) | hours
+        windows = set()
+        for name, day, user in self.user_hours:
+            windows.add((name, day, user))
+            windows.add((name, day + DAY, user))
+        for name, day, user in windows:
+            earlier, on = (name, day - DAY, user), (name, day, user)
+            old = stored.get(earlier, 0), stored.get(on, 0)
+            new = after.get(earlier, 0), after.get(on, 0)
+            if old == new:
+                continue
+            for hour in range(1, 25):
+                if in_day_window(*new, hour) and not in_day_window(*old, hour):
+                    yield (name, "day_users", "d", _midnight(day), str(hour), ""), 1
+
+
+def in_day_window(before: int, on: int, hour: int) -> bool:
+    """Whether a user active in the UTC hours `before` (a mask, of day d - 1) and `on` (of day
+    d) was active in the day window ending at `hour` (1..24) of day d."""
+    return (before >> hour) != 0 or (on & ((1 << hour) - 1)) != 0
+
+
+def day_window(start: datetime, end: datetime) -> tuple[datetime, int] | None:
+    """The day window [start, end) is, as (midnight of its day, its last hour 1..24); None if
+    it is not 24 hours ending on a whole UTC hour."""
+    if end - start != DAY or not is_whole_hour(end):
+        return None
+    end = end.astimezone(UTC)
+    if end.hour == 0:
+        return end - DAY, 24
+    return end.replace(hour=0), end.hour
 
 
 def _slices(event_type: str, service_version: str, os: str | None) -> list[str]:

@@ -65,6 +65,7 @@ from tkcloud_domain.analytics import (
 )
 from tkcloud_domain.rollups import (
     day_masks,
+    day_window,
     histogram_spans,
     is_whole_hour,
     key_of,
@@ -360,12 +361,38 @@ class RollupAnalyticsReader:
         return found
 
     async def _users(self, app_id: str, name: str, ranges: Sequence[Range]) -> dict[int, int]:
-        """Distinct users active in each range (index -> users; ranges without any left out)."""
-        if not ranges:
-            return {}
-        active = self._active(app_id, name, ranges)
-        query = select(active.c.idx, func.count()).group_by(active.c.idx)
-        return {int(index): users for index, users in await self._all(query)}
+        """Distinct users active in each range (index -> users; ranges without any left out).
+
+        A range of 24 hours ending on the hour (a local day, the last 24 hours) reads its
+        day window counter (`RollupDelta.day_window_changes`); any other range counts the
+        distinct users whose hour masks meet it."""
+        users: dict[int, int] = {}
+        windows: dict[tuple[datetime, str], int] = {}
+        others = []
+        for index, start, end in ranges:
+            window = day_window(start, end)
+            if window is None:
+                others.append((index, start, end))
+            else:
+                windows[(window[0], str(window[1]))] = index
+        if windows:
+            t = rollup_counts
+            query = select(t.c.at, t.c.key, t.c.events).where(
+                *_counts_of(app_id, name, "day_users"),
+                t.c.grain == "d",
+                t.c.at >= min(day for day, _ in windows),
+                t.c.at <= max(day for day, _ in windows),
+                t.c.key.in_(sorted({hour for _, hour in windows})),
+            )
+            for day, hour, count in await self._all(query):
+                found = windows.get((day, hour))
+                if found is not None and count:
+                    users[found] = int(count)
+        if others:
+            active = self._active(app_id, name, others)
+            query = select(active.c.idx, func.count()).group_by(active.c.idx)
+            users.update({int(index): n for index, n in await self._all(query)})
+        return users
 
     def _active(self, app_id: str, name: str, ranges: Sequence[Range]) -> FromClause:
         """(idx, user_key) once for each user active in each range. DISTINCT in a subquery:

@@ -48,7 +48,7 @@ from tkcloud_adapters.sql.schema import (
     rollup_user_days,
 )
 from tkcloud_adapters.sql.upsert import adding
-from tkcloud_domain.rollups import WEEK, RolledEvent, RollupDelta
+from tkcloud_domain.rollups import DAY, WEEK, RolledEvent, RollupDelta, UserDayKey
 
 # Postgres advisory lock key of the fold ("tkroll" in ASCII), and lock_timeout's SQLSTATE.
 _FOLD_LOCK = 0x746B726F6C6C
@@ -328,6 +328,9 @@ class SqlRollups:
         known = await self._known_sessions(conn, app_id, delta)
         for key, change in delta.session_start_moves(known):
             delta.counts[key][0] += change
+        stored = await self._stored_hours(conn, app_id, delta)
+        for key, change in delta.day_window_changes(stored):
+            delta.counts[key][0] += change
         counts = [
             {
                 "app_id": app_id,
@@ -395,6 +398,40 @@ class SqlRollups:
             for name, key, moment in (await conn.execute(query)).all():
                 known[(name, key)] = moment
         return known
+
+    async def _stored_hours(
+        self, conn: AsyncConnection, app_id: str, delta: RollupDelta
+    ) -> dict[UserDayKey, int]:
+        """The stored hour masks of the delta's user-days and of the days either side."""
+        wanted = {
+            (name, day + shift, user)
+            for name, day, user in delta.user_hours
+            for shift in (-DAY, timedelta(0), DAY)
+        }
+        if not wanted:
+            return {}
+        names = sorted({name for name, _, _ in wanted})
+        first, last = min(day for _, day, _ in wanted), max(day for _, day, _ in wanted)
+        users = sorted({user for _, _, user in wanted})
+        t = rollup_user_days
+        stored: dict[UserDayKey, int] = {}
+        for chunk in _chunks(users, _KEYS_PER_QUERY):
+            which = (
+                t.c.user_key == any_(literal(list(chunk), ARRAY(BigInteger)))
+                if self._postgres
+                else t.c.user_key.in_(chunk)
+            )
+            query = select(t.c.slice, t.c.day, t.c.user_key, t.c.hours).where(
+                t.c.app_id == app_id,
+                t.c.slice.in_(names),
+                t.c.day >= first,
+                t.c.day <= last,
+                which,
+            )
+            for name, day, user, hours in (await conn.execute(query)).all():
+                if (name, day, user) in wanted:
+                    stored[(name, day, user)] = hours
+        return stored
 
 
 async def hold_folds(conn: AsyncConnection) -> None:
