@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     and_,
     any_,
     delete,
@@ -382,12 +383,7 @@ class SqlRollups:
         keys = sorted({key for kind, _, key in delta.first_seen if kind == "session"})
         known: dict[tuple[str, int], datetime] = {}
         for chunk in _chunks(keys, _KEYS_PER_QUERY):
-            # Postgres: one array parameter, one prepared statement for any number of keys.
-            which = (
-                rollup_first_seen.c.key == any_(literal(list(chunk), ARRAY(BigInteger)))
-                if self._postgres
-                else rollup_first_seen.c.key.in_(chunk)
-            )
+            which = self._among(rollup_first_seen.c.key, chunk)
             query = select(
                 rollup_first_seen.c.slice, rollup_first_seen.c.key, rollup_first_seen.c.first_seen
             ).where(
@@ -398,6 +394,13 @@ class SqlRollups:
             for name, key, moment in (await conn.execute(query)).all():
                 known[(name, key)] = moment
         return known
+
+    def _among(self, column: ColumnElement[int], keys: Sequence[int]) -> ColumnElement[bool]:
+        """`column IN keys`; on Postgres as one array parameter, so that one prepared statement
+        serves any number of keys."""
+        if self._postgres:
+            return column == any_(literal(list(keys), ARRAY(BigInteger)))
+        return column.in_(keys)
 
     async def _stored_hours(
         self, conn: AsyncConnection, app_id: str, delta: RollupDelta
@@ -416,11 +419,7 @@ class SqlRollups:
         t = rollup_user_days
         stored: dict[UserDayKey, int] = {}
         for chunk in _chunks(users, _KEYS_PER_QUERY):
-            which = (
-                t.c.user_key == any_(literal(list(chunk), ARRAY(BigInteger)))
-                if self._postgres
-                else t.c.user_key.in_(chunk)
-            )
+            which = self._among(t.c.user_key, chunk)
             query = select(t.c.slice, t.c.day, t.c.user_key, t.c.hours).where(
                 t.c.app_id == app_id,
                 t.c.slice.in_(names),
