@@ -8,6 +8,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tkcloud_domain.errors import ValidationFailed
+from tkcloud_domain.rollups import HOUR, hour_of
 
 PERIODS = {
     "24h": timedelta(hours=24),
@@ -53,9 +54,9 @@ def window(
         raise ValidationFailed(f"period: expected one of {', '.join(PERIODS)}")
     # A period ends with the hour in progress: its buckets are whole hours and days, and the
     # rollups (kept per hour) answer it exactly.
-    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    end = hour_of(now)
     if end < now:
-        end += timedelta(hours=1)
+        end += HOUR
     return Window(end - length, end)
 
 

@@ -285,11 +285,6 @@ class SqlRollups:
                 await conn.execute(select(func.pg_advisory_unlock(_FOLD_LOCK)))
                 await conn.commit()
 
-    async def forget(self, conn: AsyncConnection, app_id: str) -> None:
-        """Delete one app's rollups and queued batches (its events are being deleted)."""
-        for table in (rollup_queue, *ROLLUP_TABLES):
-            await conn.execute(delete(table).where(table.c.app_id == app_id))
-
     async def purge(self, app_id: str, older_than: datetime) -> None:
         """Delete one app's rollups of the hours before `older_than` (the retention job). A
         day row goes with the last of its hours, a week row with the last of its days; users'
@@ -433,13 +428,15 @@ class SqlRollups:
         return stored
 
 
-async def hold_folds(conn: AsyncConnection) -> None:
-    """Wait for a fold in progress, and keep folds out until `conn`'s transaction ends: for a
-    transaction deleting an app's events, rollups and queued batches, which a concurrent fold
-    would otherwise deadlock with, or fold into rollups just deleted. (On SQLite write
-    transactions are serialised anyway.)"""
+async def forget_rollups(conn: AsyncConnection, app_id: str) -> None:
+    """Delete one app's rollups and queued batches, in `conn`'s transaction, which is deleting
+    the app's events. Folds are kept out until it ends (after waiting for one in progress): a
+    concurrent fold would otherwise deadlock with it, or fold into rollups just deleted. (On
+    SQLite write transactions are serialised anyway.)"""
     if conn.dialect.name == "postgresql":
         await conn.execute(select(func.pg_advisory_xact_lock(_FOLD_LOCK)))
+    for table in (rollup_queue, *ROLLUP_TABLES):
+        await conn.execute(delete(table).where(table.c.app_id == app_id))
 
 
 def _chunks(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

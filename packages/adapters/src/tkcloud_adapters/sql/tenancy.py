@@ -22,16 +22,14 @@ from tkcloud_adapters.sql.identity import (
     SqlSessionRepository,
     SqlUserRepository,
 )
-from tkcloud_adapters.sql.rollups import hold_folds
+from tkcloud_adapters.sql.rollups import forget_rollups
 from tkcloud_adapters.sql.schema import (
-    ROLLUP_TABLES,
     app_credentials,
     apps,
     dnt_daily,
     event_keys,
     events,
     orgs,
-    rollup_queue,
     share_links,
 )
 from tkcloud_adapters.sql.sharing import SqlBadgeSettings, SqlShareLinkRepository
@@ -208,16 +206,8 @@ class SqlAppRepository(SqlRepository):
         # give its month's events back to the org.
         await self._rows(select(apps.c.id).where(apps.c.id == app_id).with_for_update())
         with database_errors():
-            await hold_folds(self._conn)
-        for table in (
-            app_credentials,
-            share_links,
-            events,
-            event_keys,
-            dnt_daily,
-            rollup_queue,
-            *ROLLUP_TABLES,
-        ):
+            await forget_rollups(self._conn, app_id)
+        for table in (app_credentials, share_links, events, event_keys, dnt_daily):
             await self._execute(delete(table).where(table.c.app_id == app_id))
         await self._execute(delete(apps).where(apps.c.id == app_id))
 
@@ -231,9 +221,7 @@ class SqlAppRepository(SqlRepository):
         # batches of those events.
         await self._execute(delete(event_keys).where(event_keys.c.app_id == app_id))
         with database_errors():
-            await hold_folds(self._conn)
-        for table in (rollup_queue, *ROLLUP_TABLES):
-            await self._execute(delete(table).where(table.c.app_id == app_id))
+            await forget_rollups(self._conn, app_id)
         return await self._execute(delete(events).where(events.c.app_id == app_id))
 
 
