@@ -11,7 +11,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +73,27 @@ def postgres_url() -> Iterator[str]:
         drop_postgres_database(url)
 
 
+@contextmanager
+def own_database(backend: str, folder: Path, label: str, *, migrated: bool = True) -> Iterator[str]:
+    """A database of the caller's alone: on "sqlite" a file in `folder`, on "postgres" one
+    created here and dropped afterwards; migrated to head unless `migrated` is False."""
+    from tkcloud_adapters.sql.migrate import upgrade
+
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{folder / f'{label}.db'}"
+        if migrated:
+            upgrade(url)
+        yield url
+        return
+    url = create_postgres_database(label)
+    try:
+        if migrated:
+            upgrade(url)
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
 @asynccontextmanager
 async def fresh_database() -> AsyncIterator[str]:
     """A migrated Postgres database for one test alone, dropped afterwards."""
@@ -94,16 +115,11 @@ async def fresh_postgres_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def migratable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def migratable_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated database of the test's own, on each backend: the test migrates it down and
     up."""
-    if request.param == "sqlite":
-        from tkcloud_adapters.sql.migrate import upgrade
-
-        url = f"sqlite+aiosqlite:///{tmp_path / 'migratable.db'}"
-        upgrade(url)
-        return url
-    return str(request.getfixturevalue("fresh_postgres_url"))
+    with own_database(request.param, tmp_path, "migratable") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -32,13 +32,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import own_database
 from tests.fakes.system import FakeClock
 from tests.support.sdk import sdk_event
 from tkcloud_adapters.sql.analytics import SqlAnalyticsReader
 from tkcloud_adapters.sql.engine import create_engine
 from tkcloud_adapters.sql.event_store import SqlEventStore
-from tkcloud_adapters.sql.migrate import upgrade
 from tkcloud_adapters.sql.rollup_analytics import RollupAnalyticsReader
 from tkcloud_adapters.sql.rollups import SqlRollups
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
@@ -199,17 +198,8 @@ def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     # A database of this module alone: the fixed data must not meet other tests' events.
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('analytics') / 'analytics.db'}"
-        upgrade(url)
+    with own_database(request.param, tmp_path_factory.mktemp("analytics"), "analytics") as url:
         yield url
-        return
-    url = create_postgres_database("analytics")
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture(scope="module")

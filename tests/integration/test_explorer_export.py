@@ -19,13 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import own_database
 from tests.fakes.system import FakeClock
 from tests.support.sdk import sdk_event
 from tkcloud_adapters.sql.engine import create_engine
 from tkcloud_adapters.sql.event_store import SqlEventStore
 from tkcloud_adapters.sql.explorer import ArrowParquetEncoder, SqlEventReader
-from tkcloud_adapters.sql.migrate import upgrade
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
 from tkcloud_application.analytics.explorer import (
     EXPORT_COLUMNS,
@@ -54,17 +53,8 @@ T0 = NOW - timedelta(days=3)
 def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('explorer') / 'explorer.db'}"
-        upgrade(url)
+    with own_database(request.param, tmp_path_factory.mktemp("explorer"), "explorer") as url:
         yield url
-        return
-    url = create_postgres_database("explorer")
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 class RecordingReader(SqlEventReader):

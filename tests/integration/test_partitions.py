@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import fresh_database, own_database
 from tests.integration.test_retention import NOW, SECOND, World
 from tests.support.sdk import sdk_event
 from tkcloud_adapters.sql import partitions
@@ -31,14 +31,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'partitions.db'}"
-        return
-    url = create_postgres_database("partitions")
-    try:
+    # Not migrated: the tests migrate it themselves, some to an older revision first.
+    with own_database(request.param, tmp_path, "partitions", migrated=False) as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture
@@ -54,14 +49,12 @@ async def world(database_url: str) -> AsyncIterator[World]:
 @pytest.fixture
 async def pg() -> AsyncIterator[World]:
     """Postgres alone: SQLite is not partitioned."""
-    url = await asyncio.to_thread(create_postgres_database, "partitions")
-    engine = create_engine(url)
-    try:
-        await asyncio.to_thread(upgrade, url)
-        yield World(engine)
-    finally:
-        await engine.dispose()
-        await asyncio.to_thread(drop_postgres_database, url)
+    async with fresh_database() as url:
+        engine = create_engine(url)
+        try:
+            yield World(engine)
+        finally:
+            await engine.dispose()
 
 
 def event(moment: datetime, event_id: str | None = None) -> EventSchema:

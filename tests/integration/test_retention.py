@@ -17,13 +17,12 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import own_database
 from tests.fakes.system import FakeClock
 from tests.support.sdk import sdk_event
 from tkcloud_adapters.crypto import FernetSecretBox, generate_key
 from tkcloud_adapters.sql.engine import create_engine
 from tkcloud_adapters.sql.event_store import SqlEventStore
-from tkcloud_adapters.sql.migrate import upgrade
 from tkcloud_adapters.sql.retention import SqlEventPurger
 from tkcloud_adapters.sql.schema import events
 from tkcloud_adapters.sql.tenancy import SqlTenancyUnitOfWork
@@ -41,17 +40,8 @@ SECOND = timedelta(seconds=1)
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     # A database of this test alone: the counts below must not meet other tests' events.
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'retention.db'}"
-        upgrade(url)
+    with own_database(request.param, tmp_path, "retention") as url:
         yield url
-        return
-    url = create_postgres_database("retention")
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 class World:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import own_database
 from tests.support.sdk import sdk_event
 from tkcloud_adapters.sql.analytics import SqlAnalyticsReader
 from tkcloud_adapters.sql.engine import create_engine
@@ -129,17 +129,8 @@ def parsed(wire: list[dict[str, Any]]) -> list[EventSchema]:
 def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('rollups') / 'rollups.db'}"
-        upgrade(url)
+    with own_database(request.param, tmp_path_factory.mktemp("rollups"), "rollups") as url:
         yield url
-        return
-    url = create_postgres_database("rollups")
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @settings(
